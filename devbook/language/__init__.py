@@ -1,0 +1,1 @@
+"""The language setting (chapter ``book/language/stages.md``): corpus, tokenizer, model, training, metrics."""
