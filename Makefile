@@ -1,0 +1,34 @@
+# devbook: `make book` (cpu preset), `make book PRESET=smoke`, `make test`, `make bench`.
+PRESET ?= cpu
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: book test unit chapters bench venv clean
+
+venv: $(STAMP)
+
+# torch first: a range that 2.13.0 does not satisfy would pull GBs of CUDA wheels.
+$(STAMP): requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m devbook build --preset $(PRESET)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+	$(PY) -m pytest --nbval-lax -p no:cacheprovider -q _build/executed/smoke
+
+bench: $(STAMP)
+	$(PY) -m pip install -q --no-deps -r benchmarks/requirements.txt
+	$(PY) benchmarks/llc_vs_devinterp.py
+	$(PY) benchmarks/regression.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,115 @@
+"""Execute one chapter (a Jupytext MyST notebook) at a preset with papermill.
+
+Used by ``python -m devbook run``, by ``devbook.book`` (``make book``) and by the chapter tests.
+The chapter's ``parameters`` cell is read without running anything, so an unknown preset, an
+unknown parameter or a value of the wrong type fails before any computation.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from devbook.paths import repo_root
+from devbook.presets import PRESETS, check_preset, coerce
+
+EXECUTED = Path("_build") / "executed"
+
+
+def is_notebook(path: Path) -> bool:
+    """Whether a MyST markdown file carries a Jupytext header (and so has code cells)."""
+    head = path.read_text(encoding="utf-8")[:2000]
+    return head.startswith("---") and "jupytext:" in head and "{code-cell}" in path.read_text(encoding="utf-8")
+
+
+def load(path: str | Path) -> Any:
+    """The chapter as an in-memory ``nbformat`` notebook (converted with jupytext)."""
+    import jupytext
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no chapter at {path}")
+    if path.suffix not in {".md", ".ipynb"}:
+        raise ValueError(f"a chapter is a MyST .md (or .ipynb) file, got {path}")
+    return jupytext.read(path)
+
+
+def parameters(notebook: Any, source: str | Path = "<chapter>") -> dict[str, Any]:
+    """Defaults of the one cell tagged ``parameters``; its first parameter must be ``preset``."""
+    cells = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    defaults: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{source}: the parameters cell may only hold `name = literal` lines")
+        defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    if not defaults or next(iter(defaults)) != "preset":
+        raise ValueError(f"{source}: the first parameter must be `preset`")
+    check_preset(defaults["preset"])
+    return defaults
+
+
+def validate(defaults: Mapping[str, Any], preset: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The chapter's parameters for ``preset`` and ``overrides``, checked against its defaults."""
+    check_preset(preset)
+    params: dict[str, Any] = {"preset": preset}
+    for name, value in overrides.items():
+        if name == "preset":
+            raise ValueError("give the preset with --preset, not as -p preset=...")
+        if name not in defaults:
+            valid = ", ".join(f"{k} ({type(v).__name__})" for k, v in defaults.items() if k != "preset")
+            raise ValueError(f"unknown parameter {name!r}; this chapter takes: {valid or 'none besides preset'}")
+        params[name] = coerce(name, value, defaults[name])
+    return params
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a Python literal if it parses as one, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def output_path(chapter: str | Path, preset: str) -> Path:
+    """Where the executed notebook of ``chapter`` at ``preset`` goes (under ``_build/executed``)."""
+    chapter = Path(chapter).resolve()
+    root = repo_root()
+    try:
+        relative = chapter.relative_to(root)
+    except ValueError:
+        relative = Path(chapter.name)
+    return root / EXECUTED / preset / relative.with_suffix(".ipynb")
+
+
+def execute(
+    chapter: str | Path,
+    preset: str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    output: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Execute ``chapter`` with papermill at ``preset``; returns the executed notebook's path."""
+    import papermill
+
+    chapter = Path(chapter)
+    notebook = load(chapter)
+    params = validate(parameters(notebook, chapter), preset, overrides or {})
+    out = Path(output) if output else output_path(chapter, preset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        notebook,
+        str(out),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(repo_root()),
+        progress_bar=progress,
+        log_output=False,
+    )
+    return out
+
+
+__all__ = ["PRESETS", "execute", "load", "output_path", "parameters", "parse_value", "validate"]
