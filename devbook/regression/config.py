@@ -1,0 +1,97 @@
+"""Presets of the linear-regression setting (SPEC §4; paper App. E.2) and config validation.
+
+A run config is a flat dict of JSON scalars; its hash is the run's key in :mod:`devbook.store`,
+so everything that changes the trained weights is in it (and nothing else is).
+
+- ``paper``: D = 4, K = 8, σ² = 0.125, infinite tasks, 2 blocks × 4 heads, d = 64, Adam +
+  OneCycleLR (max lr 3e-3), batch 256, 500k steps, 100 log- + 100 linear-spaced checkpoints,
+  seed 1 (the paper's main run; 0–4 are the paper's seeds).
+- ``cpu``: the same model and data, a compressed schedule (OneCycleLR over the shorter run) that
+  fits the regression chapter's ~25-minute budget on 2 cores (see ``CPU_PRESET_NOTE``).
+- ``smoke``: a few hundred steps, for tests and the smoke build (seconds).
+
+Used by every regression chapter (stages, forms, Hessian, calibration) via
+:func:`regression_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devbook import presets
+
+SETTING = "regression"
+
+_PAPER: dict[str, Any] = {
+    "setting": SETTING,
+    "seed": 1,
+    # data (SPEC §4)
+    "task_dim": 4,          # D
+    "num_examples": 8,      # K pairs -> 2K tokens
+    "noise_var": 0.125,     # σ²
+    "num_tasks": 0,         # 0 = infinite (fresh Gaussian task per sequence); M > 0 = discrete set
+    # model
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 4,
+    "d_mlp": 64,
+    # training
+    "batch_size": 256,
+    "max_lr": 0.003,
+    "num_steps": 500_000,
+    "n_log_checkpoints": 100,
+    "n_linear_checkpoints": 100,
+    "log_every": 500,
+}
+
+TABLE: dict[str, dict[str, Any]] = {
+    "paper": dict(_PAPER),
+    "cpu": {**_PAPER, "num_steps": 80_000, "log_every": 200},
+    "smoke": {**_PAPER, "num_steps": 400, "n_log_checkpoints": 20, "n_linear_checkpoints": 20,
+              "log_every": 20},
+}
+
+CPU_PRESET_NOTE = (
+    "cpu preset: 80k steps at batch 256 (the paper's 500k compressed; OneCycleLR spans the "
+    "shorter run), chosen from the measured training speed so that training plus the LLC sweep "
+    "fit the regression chapter's budget on 2 cores.")
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a full regression config; return it, or raise ``ValueError`` saying what is wrong."""
+    if config.get("setting") != SETTING:
+        raise ValueError(f"setting must be {SETTING!r}, got {config.get('setting')!r}")
+    missing = sorted(set(_PAPER) - set(config))
+    extra = sorted(set(config) - set(_PAPER))
+    if missing or extra:
+        raise ValueError(f"regression config: missing {missing}, unknown {extra}; valid keys: "
+                         f"{', '.join(_PAPER)}")
+    positive = ["task_dim", "num_examples", "d_model", "n_layers", "n_heads", "d_mlp",
+                "batch_size", "log_every"]
+    for name in positive:
+        if config[name] < 1:
+            raise ValueError(f"{name} must be >= 1, got {config[name]}")
+    for name in ("seed", "num_tasks", "n_log_checkpoints", "n_linear_checkpoints"):
+        if config[name] < 0:
+            raise ValueError(f"{name} must be >= 0, got {config[name]}")
+    if config["noise_var"] < 0 or config["max_lr"] <= 0:
+        raise ValueError(f"noise_var must be >= 0 and max_lr > 0, got {config['noise_var']}, "
+                         f"{config['max_lr']}")
+    if config["num_steps"] < 4:
+        raise ValueError(f"num_steps must be >= 4 (OneCycleLR div_factor = steps/2 - 1 > 0), "
+                         f"got {config['num_steps']}")
+    if config["d_model"] % config["n_heads"]:
+        raise ValueError(f"n_heads ({config['n_heads']}) must divide d_model "
+                         f"({config['d_model']})")
+    return config
+
+
+def regression_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
+    """The validated run config of ``preset`` with ``overrides`` (e.g. ``seed=0``).
+
+    Unknown names or ill-typed values raise ``ValueError`` listing the valid ones
+    (:func:`devbook.presets.resolve`); ``setting`` cannot be overridden.
+    """
+    if "setting" in overrides:
+        raise ValueError("'setting' cannot be overridden")
+    return validate(presets.resolve(TABLE, preset, overrides))

@@ -1,0 +1,90 @@
+"""Training the regression transformer through the run store (SPEC §4; paper App. E.2.3).
+
+Adam (β = (0.9, 0.999), no weight decay) with OneCycleLR: max lr 3e-3, 50 % linear warm-up then
+linear annealing, ``div_factor = final_div_factor = steps/2 − 1`` (so the lr starts at
+``max_lr / (steps/2 − 1)``); momentum is not cycled (betas stay at (0.9, 0.999)). Batch 256,
+one fresh batch per step (single epoch). Checkpoints: the union of log-spaced and
+linear-spaced steps (:func:`checkpoint_schedule`).
+
+API:
+
+- :func:`train` ``(config) -> Run``: the trained run for a config from
+  :func:`devbook.regression.config.regression_config` (trained, resumably, only if not on disk).
+- :func:`load_model` ``(run, step) -> RegressionTransformer`` (eval mode).
+- :func:`make_trainer`, :func:`make_optimizer`, :func:`checkpoint_schedule`.
+
+Used by every regression chapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from devbook.regression.config import validate
+from devbook.regression.data import RegressionData, generator
+from devbook.regression.model import RegressionTransformer, loss_fn
+from devbook.store import Run, StandardTrainer, open_run, train_run
+
+
+def checkpoint_schedule(total_steps: int, n_log: int = 100, n_linear: int = 100) -> list[int]:
+    """Sorted distinct steps: ``n_linear`` linear-spaced in ``[0, T]`` ∪ ``n_log`` log-spaced in
+    ``[1, T]`` (rounded to integers; 190 distinct for the paper's 100 + 100 over 500k)."""
+    if total_steps < 1 or n_log < 0 or n_linear < 0:
+        raise ValueError(f"need total_steps >= 1, n_log >= 0, n_linear >= 0; got "
+                         f"{total_steps}, {n_log}, {n_linear}")
+    lin = np.rint(np.linspace(0, total_steps, n_linear)) if n_linear else np.array([])
+    log = np.rint(np.logspace(0, np.log10(total_steps), n_log)) if n_log else np.array([])
+    return sorted({int(s) for s in np.concatenate([lin, log])} | {0, total_steps})
+
+
+def make_optimizer(model: torch.nn.Module, total_steps: int, max_lr: float
+                   ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
+    """Adam + OneCycleLR as in the authors' code (see the module docstring)."""
+    div = total_steps / 2 - 1
+    opt = torch.optim.Adam(model.parameters(), lr=max_lr, betas=(0.9, 0.999), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=max_lr, total_steps=total_steps, pct_start=0.5, anneal_strategy="linear",
+        div_factor=div, final_div_factor=div, cycle_momentum=False)
+    return opt, sched
+
+
+def make_trainer(config: dict[str, Any]) -> StandardTrainer:
+    """A freshly initialised trainer for ``config`` (init and data streams seeded from it)."""
+    config = validate(dict(config))
+    model = RegressionTransformer.from_config(config, generator(config["seed"], "init"))
+    opt, sched = make_optimizer(model, config["num_steps"], config["max_lr"])
+    data = RegressionData.from_config(config)
+    batch_size = config["batch_size"]
+
+    def batch_loss(trainer: StandardTrainer, step: int) -> torch.Tensor:
+        batch = data.sample(batch_size, trainer.generators["data"])
+        return loss_fn(trainer.model, (batch.xs, batch.ys))
+
+    return StandardTrainer(model, opt, batch_loss, sched,
+                           {"data": generator(config["seed"], "train-data")})
+
+
+def train(config: dict[str, Any], *, progress: bool = True, root: Path | None = None) -> Run:
+    """The trained run of ``config`` (trains and checkpoints it through the store if needed).
+
+    Metrics log columns: ``step``, ``loss`` (mean training loss over the last ``log_every``
+    updates), ``lr``.
+    """
+    config = validate(dict(config))
+    run = open_run(config, root)
+    steps = checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
+                                config["n_linear_checkpoints"])
+    return train_run(run, lambda: make_trainer(config), config["num_steps"], steps,
+                     log_every=config["log_every"], progress=progress,
+                     desc=f"regression seed {config['seed']}")
+
+
+def load_model(run: Run, step: int) -> RegressionTransformer:
+    """The model of ``run`` with the weights of checkpoint ``step``, in eval mode."""
+    model = RegressionTransformer.from_config(run.config)
+    run.load_into(model, step)
+    return model.eval()
