@@ -1,0 +1,241 @@
+"""Automatic stage discovery from an LLC-over-time curve (paper A.5, SPEC §2).
+
+Recipe: fit a Gaussian process (Matern/RBF kernel plus a white-noise term, i.e. smoothing) to the
+standardised LLC estimates as a function of ``log t``; differentiate the GP mean numerically on a
+fine grid; a *milestone* is a place where the slope crosses zero (type-A/type-B boundary) or,
+between two stages of the same type, where ``|slope|`` falls below a tolerance **and** is a local
+minimum of ``|slope|``. Stages are the intervals between milestones, snapped to checkpoints.
+
+Flat stretches at the start or end (``|slope|`` below the tolerance) are absorbed into the
+adjacent stage rather than creating stages of their own.
+
+Used by ``book/regression/stages.md`` and the language chapters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
+
+KERNELS = ("matern", "rbf")
+TIME_SCALES = ("log", "linear")
+
+
+@dataclass(frozen=True)
+class StageFit:
+    """The smoothed LLC curve behind a stage table (for plots).
+
+    ``grid_steps``/``mean``/``std``/``slope`` are arrays of shape ``(grid_size,)``: the GP mean
+    and standard deviation of the LLC (in LLC units) and its derivative with respect to the time
+    axis (``ln(t + time_offset)`` or ``t``), at training steps ``grid_steps``. ``milestones``
+    holds the milestone steps (snapped to checkpoints); ``tolerance`` is the absolute slope
+    tolerance that was used; ``kernel`` the fitted kernel, printed.
+    """
+
+    grid_steps: NDArray[np.float64]
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    slope: NDArray[np.float64]
+    milestones: NDArray[np.float64]
+    tolerance: float
+    kernel: str
+
+
+def _as_1d(name: str, values: ArrayLike, n: int | None = None) -> NDArray[np.float64]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} values but steps has {n}; they must match")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values (first at index "
+                         f"{int(np.flatnonzero(~np.isfinite(arr))[0])})")
+    return arr
+
+
+def _time_axis(steps: NDArray[np.float64], time: str, time_offset: float) -> NDArray[np.float64]:
+    if time == "log":
+        return np.log(steps + time_offset)
+    return steps.copy()
+
+
+def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """Maximal runs ``[i, j)`` where ``mask`` is true."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def _milestone_indices(slope: NDArray[np.float64], mean: NDArray[np.float64],
+                       std: NDArray[np.float64], tolerance: float, min_change: float,
+                       z: float) -> list[int]:
+    """Grid indices of milestones following A.5.
+
+    Grid points are ``+`` (slope > tol), ``-`` (slope < -tol) or flat. A run of ``+`` or ``-``
+    points over which the smoothed LLC moves by less than ``min_change``, or by less than ``z``
+    posterior standard deviations of the GP mean at its two ends, is noise and counts as flat. Every flat run (or direct sign change) lying *between* two non-flat runs gives one
+    milestone, at the minimum of ``|slope|`` inside it (a zero crossing when the signs differ, a
+    local minimum of ``|slope|`` below the tolerance when they agree). Flat runs touching either
+    end of the curve give none.
+    """
+    sign = np.where(slope > tolerance, 1, np.where(slope < -tolerance, -1, 0))
+    # monotone runs (constant non-zero sign); those that move the LLC too little are flat
+    def significant(a: int, b: int) -> bool:
+        change = abs(mean[b] - mean[a])
+        return change >= min_change and change >= z * np.hypot(std[a], std[b])
+
+    runs = [r for v in (1, -1) for r in _runs(sign == v) if significant(r[0], r[1] - 1)]
+    runs.sort()
+    out: list[int] = []
+    for (_, end_a), (start_b, _) in zip(runs[:-1], runs[1:]):
+        lo, hi = end_a - 1, start_b + 1  # the flat gap (maybe empty) plus its edge points
+        out.append(lo + int(np.argmin(np.abs(slope[lo:hi]))))
+    return out
+
+
+def fit_gp(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    *,
+    kernel: str = "matern",
+    length_scale_bounds: tuple[float, float] = (0.03, 2.0),
+    noise_bounds: tuple[float, float] = (1e-6, 1.0),
+    n_restarts: int = 3,
+    seed: int = 0,
+) -> GaussianProcessRegressor:
+    """A GP fitted to standardised ``y`` against ``x`` rescaled to ``[0, 1]``.
+
+    ``length_scale_bounds`` are fractions of the time range; ``noise_bounds`` bound the white
+    noise variance in units of ``var(y)``. Returns the fitted regressor (inputs: rescaled x).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
+    lo, hi = length_scale_bounds
+    if not 0 < lo < hi:
+        raise ValueError(f"length_scale_bounds must satisfy 0 < low < high, got {length_scale_bounds}")
+    base = (Matern(length_scale=np.sqrt(lo * hi), length_scale_bounds=length_scale_bounds, nu=2.5)
+            if kernel == "matern" else
+            RBF(length_scale=np.sqrt(lo * hi), length_scale_bounds=length_scale_bounds))
+    k = (ConstantKernel(1.0, (1e-2, 1e2)) * base
+         + WhiteKernel(noise_level=1e-2, noise_level_bounds=noise_bounds))
+    gp = GaussianProcessRegressor(kernel=k, normalize_y=False, n_restarts_optimizer=n_restarts,
+                                  random_state=seed)
+    with warnings.catch_warnings():
+        # clean curves drive the noise level to its lower bound: expected, not a problem
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gp.fit(x[:, None], y)
+    return gp
+
+
+def find_stages(
+    steps: ArrayLike,
+    llc: ArrayLike,
+    losses: ArrayLike | None = None,
+    *,
+    tolerance: float | None = None,
+    rel_tolerance: float = 0.05,
+    min_change: float | None = None,
+    z: float = 3.0,
+    time: Literal["log", "linear"] = "log",
+    time_offset: float = 1.0,
+    kernel: str = "matern",
+    length_scale_bounds: tuple[float, float] = (0.03, 2.0),
+    noise_bounds: tuple[float, float] = (1e-6, 1.0),
+    grid_size: int = 2000,
+    seed: int = 0,
+    return_fit: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, StageFit]:
+    """Stages of an LLC curve, one row per stage: ``start``, ``end``, ``type``, ``dloss``, ``dllc``.
+
+    ``steps`` (shape ``(n,)``, strictly increasing, ``>= 0`` for log time) are the checkpoints;
+    ``llc`` and optional ``losses`` have the same shape. ``tolerance`` is the absolute slope
+    tolerance in LLC units per unit of the time axis (``d llc / d ln(t + time_offset)`` for log
+    time); when ``None`` it is ``rel_tolerance`` times the largest ``|slope|``. Raising it finds
+    near-plateaus (sub-stages, Table 5). ``time_offset`` keeps step 0 finite on the log axis.
+    ``length_scale_bounds`` are fractions of the (log-)time range. A monotone stretch over which
+    the smoothed LLC moves by less than ``min_change`` (LLC units; default 5 % of the smoothed
+    LLC's range) or by less than ``z`` GP predictive standard deviations (noise included) counts as
+    flat, so noise wiggles on flat starts and ends make no stages. Type is ``"A"`` where the
+    smoothed LLC rises over the stage and ``"B"`` where it falls; ``dllc`` is the change of the
+    GP mean over the stage, ``dloss`` the change of the raw ``losses`` (NaN without them).
+    With ``return_fit=True`` also returns the :class:`StageFit` used.
+    """
+    t = _as_1d("steps", steps)
+    n = t.shape[0]
+    if n < 5:
+        raise ValueError(f"need at least 5 checkpoints to find stages, got {n}")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("steps must be strictly increasing (sort them and drop duplicates)")
+    y = _as_1d("llc", llc, n)
+    loss = None if losses is None else _as_1d("losses", losses, n)
+    if time not in TIME_SCALES:
+        raise ValueError(f"unknown time scale {time!r}; valid: {', '.join(TIME_SCALES)}")
+    if time == "log" and (time_offset <= 0 or t[0] + time_offset <= 0):
+        raise ValueError(f"log time needs steps + time_offset > 0 (time_offset={time_offset}, "
+                         f"first step {t[0]})")
+    if tolerance is not None and tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if not 0 <= rel_tolerance < 1:
+        raise ValueError(f"rel_tolerance must be in [0, 1), got {rel_tolerance}")
+    if grid_size < 10 * n and grid_size < 200:
+        raise ValueError(f"grid_size={grid_size} is too coarse; use at least 200")
+
+    x = _time_axis(t, time, time_offset)
+    x0, span = x[0], x[-1] - x[0]
+    u = (x - x0) / span
+    y_mean, y_scale = y.mean(), y.std()
+    y_scale = y_scale if y_scale > 0 else 1.0
+    gp = fit_gp(u, (y - y_mean) / y_scale, kernel=kernel, length_scale_bounds=length_scale_bounds,
+                noise_bounds=noise_bounds, seed=seed)
+
+    ug = np.linspace(0.0, 1.0, grid_size)
+    mean_s, std_s = gp.predict(ug[:, None], return_std=True)
+    mean = mean_s * y_scale + y_mean
+    xg = x0 + ug * span
+    slope = np.gradient(mean, xg)
+    tol = float(tolerance) if tolerance is not None else rel_tolerance * float(np.abs(slope).max())
+    std = std_s * y_scale
+    if min_change is None:
+        min_change = 0.05 * float(np.ptp(mean))
+    elif min_change < 0:
+        raise ValueError(f"min_change must be >= 0, got {min_change}")
+
+    # milestones on the grid, snapped to the nearest checkpoint on the time axis
+    snapped = sorted({int(np.argmin(np.abs(x - xg[i]))) for i in _milestone_indices(slope, mean, std, tol, min_change, z)})
+    bounds = [0] + [i for i in snapped if 0 < i < n - 1] + [n - 1]
+    mean_at = np.interp(x, xg, mean)
+    rows = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        dllc = float(mean_at[b] - mean_at[a])
+        rows.append({
+            "start": t[a], "end": t[b], "type": "A" if dllc >= 0 else "B",
+            "dloss": float(loss[b] - loss[a]) if loss is not None else float("nan"),
+            "dllc": dllc,
+        })
+    table = pd.DataFrame(rows, columns=["start", "end", "type", "dloss", "dllc"])
+    if not return_fit:
+        return table
+    grid_steps = np.exp(xg) - time_offset if time == "log" else xg
+    fit = StageFit(grid_steps=grid_steps, mean=mean, std=std, slope=slope,
+                   milestones=t[bounds[1:-1]], tolerance=tol, kernel=str(gp.kernel_))
+    return table, fit
+
+
+def paper_checkpoints(total_steps: int, n_log: int = 100, n_linear: int = 100) -> NDArray[np.int64]:
+    """The paper's LLC checkpoint schedule: union of log- and linear-spaced steps in ``[0, T]``.
+
+    Returns sorted unique ints (190 distinct for ``T = 500k``). Used by the tests and as a
+    reference for ``devbook.regression``'s own schedule.
+    """
+    if total_steps < 2:
+        raise ValueError(f"total_steps must be >= 2, got {total_steps}")
+    log = np.logspace(0, np.log10(total_steps), n_log)
+    lin = np.linspace(0, total_steps, n_linear)
+    return np.unique(np.concatenate([np.round(log), np.round(lin)]).astype(np.int64))
