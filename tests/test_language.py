@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,128 @@ def test_common_ngrams_follow_large_vocab_merge_order() -> None:
     assert ids == sorted(ids)  # in merge order
     with pytest.raises(ValueError, match="n must be"):
         tk.common_ngrams(small, large, n=1)
+
+
+# ----------------------------------------------------------------------------- model, training
+import torch  # noqa: E402
+
+from devbook.language import config as lcfg  # noqa: E402
+from devbook.language import metrics as lm  # noqa: E402
+from devbook.language.data import language_data  # noqa: E402
+from devbook.language.model import loss_fn, make_model, num_parameters, token_losses  # noqa: E402
+from devbook.store import open_run, train_run  # noqa: E402
+
+
+@pytest.fixture()
+def tiny_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A 2-layer model with a 300-token vocabulary on a local stand-in dataset, cache in tmp."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("DEVBOOK_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    words = " ".join(TEXTS).split()
+    lines = [" ".join(rng.choice(words, 60)) + " " + TEXTS[i % 3] for i in range(60)]
+    datasets.Dataset.from_dict({"text": lines}).save_to_disk(str(tmp_path / "ds"))
+    return lcfg.language_config("smoke", data=str(tmp_path / "ds"), d_vocab=300, d_model=32,
+                                n_heads=4, d_head=8, num_steps=12, log_every=4)
+
+
+def test_paper_model_matches_spec() -> None:
+    cfg = lcfg.language_config("paper")
+    model = make_model(cfg)
+    assert 3.0e6 < num_parameters(model) < 3.2e6  # ≈3.1M without W_pos (SPEC §5)
+    assert model.cfg.attn_only and model.cfg.positional_embedding_type == "shortformer"
+    assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head, model.cfg.n_ctx) == (2, 8, 32, 1024)
+    one = make_model(lcfg.language_config("paper", n_layers=1))
+    assert one.cfg.n_layers == 1
+    again = make_model(cfg)
+    assert torch.equal(model.W_E, again.W_E)  # deterministic init
+    assert not torch.equal(model.W_E, make_model(cfg, seed=1).W_E)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown parameter"):
+        lcfg.language_config("cpu", n_layer=2)
+    with pytest.raises(ValueError, match="n_layers must be 1 or 2"):
+        lcfg.language_config("cpu", n_layers=3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        lcfg.language_config("gpu")
+    with pytest.raises(ValueError, match="llc_epsilon"):
+        lcfg.eval_config("cpu", llc_epsilon=-1.0)
+
+
+def test_losses_and_training_resume(tiny_config: dict) -> None:
+    from devbook.language import train as lt
+
+    data = language_data(tiny_config)
+    assert data.tokenizer.get_vocab_size() == 300
+    g = torch.Generator().manual_seed(0)
+    batch = data.sample("train", 3, tiny_config["n_ctx"], g)
+    assert batch.shape == (3, tiny_config["n_ctx"]) and (batch[:, 0] == 0).all()
+    model = make_model(tiny_config)
+    per_token = token_losses(model, batch)
+    assert per_token.shape == (3, tiny_config["n_ctx"] - 1)
+    assert torch.allclose(per_token.mean(), loss_fn(model, (batch,)), atol=1e-5)
+    run = lt.train(tiny_config, progress=False)
+    assert run.complete and run.checkpoint_steps()[0] == 0
+    log = run.metrics()
+    assert log["loss"].iloc[-1] < log["loss"].iloc[0]
+    # an interrupted run (only the first half trained) resumes to the same weights
+    half = dict(tiny_config, seed=1)
+    full = lt.train(half, progress=False)
+    w_full = full.load_weights(12)
+    shutil.rmtree(full.path)
+
+    steps = lt.checkpoints(half)
+    run6 = open_run(half)
+    # a trainer that is killed after 6 updates
+    calls = {"n": 0}
+
+    def stopping_trainer() -> object:
+        tr = lt.make_trainer(half)
+        inner = tr.train_step
+
+        def step(i: int) -> dict:
+            calls["n"] += 1
+            if calls["n"] > 6:
+                raise KeyboardInterrupt
+            return inner(i)
+        tr.train_step = step  # type: ignore[method-assign]
+        return tr
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(run6, stopping_trainer, 12, steps, log_every=4, progress=False)
+    assert not run6.complete
+    resumed = lt.train(half, progress=False)
+    for k, v in resumed.load_weights(12).items():
+        assert torch.equal(v, w_full[k]), k
+
+
+def test_metrics_on_tiny_model(tiny_config: dict) -> None:
+    data = language_data(tiny_config)
+    md = lm.metric_data(data, tiny_config["n_ctx"], 300, n_eval=4, n_synthetic=12, seed=0)
+    rows = torch.arange(12)
+    seqs = md.prefix_seqs
+    a = seqs[rows, md.prefix_query]
+    assert torch.equal(seqs[rows, md.prefix_key - 1], a)  # "A B ... A"
+    assert (md.prefix_key - 1 < seqs.shape[1] // 2).all() and (md.prefix_query >= seqs.shape[1] // 2).all()
+    b = seqs[rows, md.prefix_key]
+    assert ((seqs == a[:, None]).sum(1) == 2).all() and ((seqs == b[:, None]).sum(1) == 1).all()
+    assert all(s.shape[1] >= 16 and (s[:, 0] == 0).all() for s in md.prev_seqs)
+    # bigram table rows are conditional distributions
+    sums = np.asarray(md.bigram.sum(axis=1)).ravel()
+    assert np.allclose(sums[sums > 0], 1.0)
+    out = lm.evaluate(make_model(tiny_config), md)
+    n_heads = tiny_config["n_heads"]
+    assert out["prev_token"].shape == (n_heads,) and out["prefix_matching"].shape == (n_heads,)
+    assert out["k_composition"].shape == (n_heads, n_heads)
+    assert (out["k_composition"] >= 0).all() and (out["k_composition"] <= 1).all()
+    assert out["bigram_score"] >= out["bigram_entropy"] - 1e-9  # cross-entropy >= entropy
+    assert np.isfinite([float(out[k]) for k in ("loss", "icl_score", "ngram_score_3")]).all()
+    assert len(out["pos_loss"]) == len(lm.ablation_positions(tiny_config["n_ctx"]))
+
+
+def test_bigram_counts_and_positions() -> None:
+    counts = lm.bigram_counts(np.array([1, 2, 1, 2, 1, 3]), 4).toarray()
+    assert counts[1, 2] == 2 and counts[1, 3] == 1 and counts[2, 1] == 2 and counts.sum() == 5
+    assert lm.icl_positions(1024) == (50, 500)
+    assert lm.ablation_positions(128) == [1, 2, 3, 5, 10, 20, 30, 50, 100]

@@ -1,0 +1,129 @@
+"""Presets of the language setting (SPEC §5; paper App. C, E.1) and config validation.
+
+A run config is a flat dict of JSON scalars; its hash is the run's key in :mod:`devbook.store`,
+so everything that changes the trained weights is in it (and nothing else is). Evaluation
+settings (LLC sampler, metric sample sizes) live in :data:`EVAL_TABLE`.
+
+- ``paper``: 2 layers × 8 heads, d_model 256, d_head 32, n_ctx 1024, d_vocab 5000, attention
+  only, shortformer positions, LayerNorm; AdamW lr 1e-3, wd 0.05, batch 100, 50k steps.
+- ``cpu``: the same model with a shorter context and batch (see :data:`CPU_PRESET_NOTE`).
+- ``smoke``: a tiny context and a few dozen steps (seconds), exercising every code path.
+
+Used by ``book/language/stages.md`` via :func:`language_config` and :func:`eval_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devbook import presets
+
+SETTING = "language"
+
+_PAPER: dict[str, Any] = {
+    "setting": SETTING,
+    "seed": 0,
+    # data: "corpus" (the offline books) or a folder saved with datasets' save_to_disk
+    "data": "corpus",
+    "split_seed": 0,
+    # model (SPEC §5)
+    "n_layers": 2,
+    "d_model": 256,
+    "n_heads": 8,
+    "d_head": 32,
+    "n_ctx": 1024,
+    "d_vocab": 5000,
+    # training (authors' code): AdamW, no schedule
+    "batch_size": 100,
+    "lr": 0.001,
+    "weight_decay": 0.05,
+    "num_steps": 50_000,
+    "n_log_checkpoints": 100,
+    "n_linear_checkpoints": 2000,
+    "log_every": 100,
+}
+
+TABLE: dict[str, dict[str, Any]] = {
+    "paper": dict(_PAPER),
+    "cpu": {**_PAPER, "n_ctx": 128, "batch_size": 16, "num_steps": 2000,
+            "n_log_checkpoints": 40, "n_linear_checkpoints": 20, "log_every": 25},
+    "smoke": {**_PAPER, "n_ctx": 32, "batch_size": 4, "num_steps": 30, "n_log_checkpoints": 6,
+              "n_linear_checkpoints": 3, "log_every": 5},
+}
+
+CPU_PRESET_NOTE = (
+    "cpu preset: the paper's architecture with a 128-token context, batch 16 and 3,000 steps "
+    "(about 6M training tokens, roughly 1.6 passes over the corpus), sized from measured step "
+    "times so training, the metrics and the LLC sweep fit the chapter's ~40-minute budget.")
+
+# Evaluation settings: LLC sampler (SPEC §1; nβ = m / log m by default) and metric sizes.
+_EVAL_PAPER: dict[str, Any] = {
+    "llc_chains": 20,
+    "llc_draws": 200,
+    "llc_batch_size": 100,
+    "llc_epsilon": 0.0003,
+    "llc_gamma": 300.0,
+    "llc_nbeta": 0.0,        # 0 = m / log m
+    "llc_seed": 0,
+    "llc_every": 1,          # estimate at every k-th checkpoint
+    "n_eval_sequences": 1000,  # validation windows for the behavioural metrics
+    "n_synthetic": 10_000,   # synthetic sequences for previous-token / prefix matching
+    "n_checkpoints_metrics": 0,  # 0 = all checkpoints
+}
+EVAL_TABLE: dict[str, dict[str, Any]] = {
+    "paper": dict(_EVAL_PAPER),
+    "cpu": {**_EVAL_PAPER, "llc_chains": 4, "llc_draws": 100, "llc_batch_size": 16,
+            "n_eval_sequences": 200, "n_synthetic": 400},
+    "smoke": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 5, "llc_batch_size": 4,
+              "n_eval_sequences": 8, "n_synthetic": 16},
+}
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a full language run config; return it, or raise ``ValueError`` saying what is wrong."""
+    if config.get("setting") != SETTING:
+        raise ValueError(f"setting must be {SETTING!r}, got {config.get('setting')!r}")
+    missing = sorted(set(_PAPER) - set(config))
+    extra = sorted(set(config) - set(_PAPER))
+    if missing or extra:
+        raise ValueError(f"language config: missing {missing}, unknown {extra}; valid keys: "
+                         f"{', '.join(_PAPER)}")
+    for name in ("n_layers", "d_model", "n_heads", "d_head", "batch_size", "num_steps",
+                 "log_every"):
+        if config[name] < 1:
+            raise ValueError(f"{name} must be >= 1, got {config[name]}")
+    if config["n_layers"] not in (1, 2):
+        raise ValueError(f"n_layers must be 1 or 2 (the paper's models), got {config['n_layers']}")
+    if config["n_ctx"] < 8:
+        raise ValueError(f"n_ctx must be >= 8, got {config['n_ctx']}")
+    if config["d_vocab"] < 257:
+        raise ValueError(f"d_vocab must be >= 257 (bytes + BOS), got {config['d_vocab']}")
+    for name in ("seed", "split_seed", "n_log_checkpoints", "n_linear_checkpoints"):
+        if config[name] < 0:
+            raise ValueError(f"{name} must be >= 0, got {config[name]}")
+    if config["lr"] <= 0 or config["weight_decay"] < 0:
+        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {config['lr']}, "
+                         f"{config['weight_decay']}")
+    return config
+
+
+def language_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
+    """The validated run config of ``preset`` with ``overrides`` (e.g. ``n_layers=1``).
+
+    Unknown names or ill-typed values raise ``ValueError`` listing the valid ones.
+    """
+    if "setting" in overrides:
+        raise ValueError("'setting' cannot be overridden")
+    return validate(presets.resolve(TABLE, preset, overrides))
+
+
+def eval_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
+    """The evaluation settings of ``preset`` (LLC sampler, metric sizes) with ``overrides``."""
+    cfg = presets.resolve(EVAL_TABLE, preset, overrides)
+    for name in ("llc_chains", "llc_draws", "llc_batch_size", "llc_every", "n_eval_sequences",
+                 "n_synthetic"):
+        if cfg[name] < 1:
+            raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
+    if cfg["llc_epsilon"] <= 0 or cfg["llc_gamma"] < 0 or cfg["llc_nbeta"] < 0:
+        raise ValueError("llc_epsilon must be > 0, llc_gamma >= 0, llc_nbeta >= 0 (0 = m/log m)")
+    return cfg
