@@ -1,0 +1,83 @@
+"""The toy model of superposition (seed ``003``): model, data, vectorised training, k-gons,
+posterior sampling, and the presets of ``book/tms/growth-and-form.md``.
+
+``PRESETS`` maps each scale to the chapter's defaults; ``config(preset, **overrides)`` resolves
+and checks them with :func:`devbook.presets.resolve`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devbook import presets
+
+_CPU: dict[str, Any] = {
+    "seed": 0,
+    "num_seeds": 64,  # training runs (initialisations), trained together
+    "n": 1000,  # training-set size per run
+    "steps": 20000,
+    "batch_size": 20,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "init_scale": 0.3,
+    "num_checkpoints": 120,
+    "grad_tol": 0.1,  # a plateau must sit near a critical point: ||∇L(w)|| below this
+    "llc_epsilon": 1e-3,
+    "llc_gamma": 10.0,
+    "llc_nbeta": 1000.0,
+    "llc_chains": 4,
+    "llc_draws": 300,
+    "llc_burnin": 100,
+    "llc_batch_size": 100,
+    "max_plateau_llcs": 120,
+    "curve_points": 30,  # checkpoints of the featured run whose LLC is estimated
+    "posterior_ns": "100,200,400,600,800,1200",
+    "posterior_chains": 32,
+    "posterior_steps": 2000,
+    "posterior_draws": 10,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        **_CPU,
+        "num_seeds": 12,
+        "steps": 3000,
+        "num_checkpoints": 60,
+        "llc_chains": 2,
+        "llc_draws": 60,
+        "llc_burnin": 20,
+        "max_plateau_llcs": 12,
+        "curve_points": 6,
+        "posterior_ns": "100,400",
+        "posterior_chains": 8,
+        "posterior_steps": 200,
+        "posterior_draws": 4,
+    },
+    "cpu": _CPU,
+    "paper": {
+        **_CPU,
+        "num_seeds": 1000,
+        "steps": 100000,
+        "num_checkpoints": 200,
+        "llc_chains": 8,
+        "llc_draws": 2000,
+        "llc_burnin": 500,
+        "max_plateau_llcs": 2000,
+        "curve_points": 60,
+        "posterior_ns": "100,200,300,400,500,600,700,800,900,1000,1100,1200",
+        "posterior_chains": 256,
+        "posterior_steps": 50000,
+        "posterior_draws": 50,
+    },
+}
+
+
+def config(preset: str, **overrides: Any) -> dict[str, Any]:
+    """The chapter's configuration at ``preset`` with ``overrides`` (checked; see presets)."""
+    cfg = presets.resolve(PRESETS, preset, overrides)
+    ns = [int(v) for v in str(cfg["posterior_ns"]).split(",") if v.strip()]
+    if not ns or min(ns) < 2:
+        raise ValueError(f"posterior_ns must be comma-separated ints >= 2, got {cfg['posterior_ns']!r}")
+    if cfg["num_seeds"] < 1:
+        raise ValueError(f"num_seeds must be >= 1, got {cfg['num_seeds']}")
+    return cfg
