@@ -113,19 +113,25 @@ def make_kgon(
 
 
 def optimise_kgon(
-    k: int, c: int = 6, *, sigma: int = 0, phi: int = 0, steps: int = 2000, lr: float = 1e-2
+    k: int, c: int = 6, *, sigma: int = 0, phi: int = 0, max_iter: int = 100
 ) -> tuple[Tensor, Tensor, float]:
-    """The k-gon critical point nearest :func:`make_kgon`, by Adam on the exact population loss
-    with the zero columns held at zero. Returns ``W``, ``b`` (float64) and L(w*)."""
+    """The k-gon critical point nearest :func:`make_kgon`: L-BFGS on the exact population loss
+    (float64) with the zero columns held at zero. Returns ``W``, ``b`` and L(w*)."""
     W0, b0 = make_kgon(k, c, sigma=sigma, phi=phi)
     mask = (W0.norm(dim=0) > 0).to(W0.dtype)
     W, b = W0.clone().requires_grad_(), b0.clone().requires_grad_()
-    opt = torch.optim.Adam([W, b], lr=lr)
-    for _ in range(steps):
+    opt = torch.optim.LBFGS(
+        [W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
         opt.zero_grad()
         loss = population_loss(W * mask, b)
         loss.backward()
-        opt.step()
+        return loss
+
+    opt.step(closure)
     with torch.no_grad():
         W_star = W * mask
         return W_star, b.detach().clone(), float(population_loss(W_star, b))
