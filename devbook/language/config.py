@@ -66,16 +66,16 @@ _EVAL_PAPER: dict[str, Any] = {
     "llc_nbeta": 0.0,        # 0 = m / log m
     "llc_seed": 0,
     "llc_every": 1,          # estimate at every k-th checkpoint
+    "llc_sequences": 10_000,  # SGLD data: windows from the SGLD split
     "n_eval_sequences": 1000,  # validation windows for the behavioural metrics
     "n_synthetic": 10_000,   # synthetic sequences for previous-token / prefix matching
-    "n_checkpoints_metrics": 0,  # 0 = all checkpoints
 }
 EVAL_TABLE: dict[str, dict[str, Any]] = {
     "paper": dict(_EVAL_PAPER),
-    "cpu": {**_EVAL_PAPER, "llc_chains": 4, "llc_draws": 100, "llc_batch_size": 16,
-            "n_eval_sequences": 200, "n_synthetic": 400},
+    "cpu": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 80, "llc_batch_size": 8,
+            "llc_sequences": 256, "llc_every": 3, "n_eval_sequences": 200, "n_synthetic": 400},
     "smoke": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 5, "llc_batch_size": 4,
-              "n_eval_sequences": 8, "n_synthetic": 16},
+              "llc_sequences": 16, "n_eval_sequences": 8, "n_synthetic": 16},
 }
 
 
@@ -120,8 +120,8 @@ def language_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
 def eval_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
     """The evaluation settings of ``preset`` (LLC sampler, metric sizes) with ``overrides``."""
     cfg = presets.resolve(EVAL_TABLE, preset, overrides)
-    for name in ("llc_chains", "llc_draws", "llc_batch_size", "llc_every", "n_eval_sequences",
-                 "n_synthetic"):
+    for name in ("llc_chains", "llc_draws", "llc_batch_size", "llc_every", "llc_sequences",
+                 "n_eval_sequences", "n_synthetic"):
         if cfg[name] < 1:
             raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
     if cfg["llc_epsilon"] <= 0 or cfg["llc_gamma"] < 0 or cfg["llc_nbeta"] < 0:

@@ -192,3 +192,32 @@ def token_loss_change(before: nn.Module, after: nn.Module, tokens: torch.Tensor,
     delta = token_losses(after, seq)[0] - token_losses(before, seq)[0]
     words = [tokenizer.decode([int(t)]) for t in tokens[1:]]
     return words, delta.numpy()
+
+
+def evaluate_run(run: object, build_model: object, md: MetricData, steps: list[int],
+                 md_key: dict, progress: bool = True) -> dict[str, np.ndarray]:
+    """:func:`evaluate` at every checkpoint in ``steps``, cached per step in the run store.
+
+    ``build_model(step)`` loads a checkpoint; ``md_key`` (JSON) identifies how ``md`` was built
+    (part of the cache key). Returns ``{"step": (S,), metric: (S, ...)}`` stacked over steps.
+    """
+    from tqdm import tqdm
+
+    results = []
+    for step in tqdm(steps, desc="metrics over checkpoints", disable=not progress):
+        results.append(run.cached("lm-metrics", {**md_key, "step": int(step)},
+                                  lambda: evaluate(build_model(step), md)))
+    out = {"step": np.asarray(steps)}
+    for key in results[0]:
+        out[key] = np.stack([r[key] for r in results])
+    return out
+
+
+def common_ngrams_preview(data: LanguageData, n: int, count: int) -> np.ndarray:
+    """The first ``count`` common n-grams of ``data``'s tokenizers, ``(count, n)`` token ids."""
+    return tk.common_ngrams(data.tokenizer, data.large_tokenizer, n, count)
+
+
+def head_labels(layer: int, n_heads: int) -> list[str]:
+    """Paper-style head names, 1-based: ``L{layer}H{h}`` (layer 1 is the first layer)."""
+    return [f"L{layer}H{h + 1}" for h in range(n_heads)]
