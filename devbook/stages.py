@@ -220,6 +220,8 @@ def find_stages(
             "dllc": dllc,
         })
     table = pd.DataFrame(rows, columns=["start", "end", "type", "dloss", "dllc"])
+    if np.all(t == np.round(t)):  # integer checkpoints stay integers (usable as labels)
+        table[["start", "end"]] = table[["start", "end"]].astype(np.int64)
     if not return_fit:
         return table
     grid_steps = np.exp(xg) - time_offset if time == "log" else xg
