@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from devbook.regression import (PAPER_PARAMETER_COUNT, RegressionData, RegressionTransformer,
-                                checkpoint_schedule, fixed_dataset, generator, load_model,
+                                checkpoint_schedule, ed_checkpoint_steps, fixed_dataset,
+                                llc_checkpoint_steps, generator, load_model,
                                 loss_fn, make_optimizer, make_trainer, parameter_count, readout,
                                 regression_config, tokenise, train)
 from devbook.regression import metrics as M
@@ -146,8 +147,7 @@ def test_training_reduces_loss_and_resumes_bitwise(smoke_run, tmp_path):
         return trainer
 
     run = open_run(config, tmp_path)
-    steps = checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
-                                config["n_linear_checkpoints"])
+    steps = sorted(set(llc_checkpoint_steps(config)) | set(ed_checkpoint_steps(config)))
     with pytest.raises(Crash):
         train_run(run, crashing, config["num_steps"], steps, log_every=config["log_every"],
                   progress=False)
@@ -231,7 +231,9 @@ def test_behaviour_metrics_of_a_zero_predictor():
 
 def test_evaluate_run_is_cached(smoke_run, monkeypatch):
     res = M.evaluate_run(smoke_run, n=128, gains=(2.0,), progress=False)
-    assert list(res.table["step"]) == smoke_run.checkpoint_steps()
+    assert list(res.table["step"]) == llc_checkpoint_steps(smoke_run.config)
+    assert set(llc_checkpoint_steps(smoke_run.config)) | set(
+        ed_checkpoint_steps(smoke_run.config)) == set(smoke_run.checkpoint_steps())
     assert res.vectors["unemb_weight"].shape == (len(res.table), 64)
     assert res.vectors["ln_weight_final"].shape == (len(res.table), 64)
     assert res.table["loss"].iloc[-1] < res.table["loss"].iloc[0]

@@ -5,20 +5,23 @@ Typical use (regression chapters)::
     from devbook.regression import regression_config, train, load_model
     config = regression_config("cpu", seed=1)
     run = train(config)                       # a devbook.store.Run, trained once, resumable
-    for step in run.checkpoint_steps(): model = load_model(run, step)
+    for step in llc_checkpoint_steps(config): model = load_model(run, step)
+    # run.checkpoint_steps() also holds the dense ED checkpoints (ed_checkpoint_steps(config))
 """
 
 from devbook.regression.config import CPU_PRESET_NOTE, TABLE, regression_config, validate
 from devbook.regression.data import (Batch, RegressionData, derive_seed, fixed_dataset,
-                                     generator, readout, tokenise)
+                                     generator, readout, sgld_dataset, tokenise)
 from devbook.regression.model import (PAPER_PARAMETER_COUNT, RegressionTransformer, loss_fn,
                                       parameter_count)
-from devbook.regression.train import (checkpoint_schedule, load_model, make_optimizer,
+from devbook.regression.train import (checkpoint_schedule, ed_checkpoint_steps,
+                                      llc_checkpoint_steps, load_model, make_optimizer,
                                       make_trainer, train)
 
 __all__ = [
     "CPU_PRESET_NOTE", "TABLE", "regression_config", "validate", "Batch", "RegressionData",
-    "derive_seed", "fixed_dataset", "generator", "readout", "tokenise", "PAPER_PARAMETER_COUNT",
-    "RegressionTransformer", "loss_fn", "parameter_count", "checkpoint_schedule", "load_model",
+    "derive_seed", "fixed_dataset", "generator", "readout", "sgld_dataset", "tokenise", "PAPER_PARAMETER_COUNT",
+    "RegressionTransformer", "loss_fn", "parameter_count", "checkpoint_schedule",
+    "ed_checkpoint_steps", "llc_checkpoint_steps", "load_model",
     "make_optimizer", "make_trainer", "train",
 ]

@@ -42,15 +42,16 @@ _PAPER: dict[str, Any] = {
     "num_steps": 500_000,
     "n_log_checkpoints": 100,
     "n_linear_checkpoints": 100,
+    "n_ed_checkpoints": 5000,   # linear-spaced, for essential dynamics (E.2.5)
     "log_every": 500,
 }
 
 TABLE: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
     "cpu": {**_PAPER, "num_steps": 10_000, "n_log_checkpoints": 50, "n_linear_checkpoints": 50,
-            "log_every": 50},
+            "n_ed_checkpoints": 500, "log_every": 50},
     "smoke": {**_PAPER, "num_steps": 150, "batch_size": 64, "n_log_checkpoints": 12,
-              "n_linear_checkpoints": 8, "log_every": 10},
+              "n_linear_checkpoints": 8, "n_ed_checkpoints": 30, "log_every": 10},
 }
 
 CPU_PRESET_NOTE = (
@@ -76,7 +77,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     for name in positive:
         if config[name] < 1:
             raise ValueError(f"{name} must be >= 1, got {config[name]}")
-    for name in ("version", "seed", "num_tasks", "n_log_checkpoints", "n_linear_checkpoints"):
+    for name in ("version", "seed", "num_tasks", "n_log_checkpoints", "n_linear_checkpoints",
+                 "n_ed_checkpoints"):
         if config[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {config[name]}")
     if config["noise_var"] < 0 or config["max_lr"] <= 0:

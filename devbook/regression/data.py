@@ -124,3 +124,10 @@ def fixed_dataset(config: dict[str, Any], n: int, purpose: str = "eval", seed: i
     """
     data = RegressionData.from_config(config)
     return data.sample(n, generator(seed, f"heldout:{purpose}"), **scales)
+
+
+def sgld_dataset(config: dict[str, Any], n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The fixed SGLD dataset ``(xs (n, K, D), ys (n, K))`` of the LLC sweep (paper: n = 32,768
+    or 131,072), for ``devbook.llc.estimate_llc(model, loss_fn, data, ...)``."""
+    batch = fixed_dataset(config, n, "sgld", seed)
+    return batch.xs, batch.ys

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from devbook.regression.data import Batch, RegressionData, fixed_dataset, readout, tokenise
 from devbook.regression.model import RegressionTransformer
-from devbook.regression.train import load_model
+from devbook.regression.train import llc_checkpoint_steps, load_model
 from devbook.store import Run
 
 DEFAULT_GAINS: tuple[float, ...] = (0.5, 2.0, 4.0, 8.0)
@@ -214,12 +214,12 @@ class RunMetrics:
 def evaluate_run(run: Run, steps: Sequence[int] | None = None, n: int = 1024,
                  gains: Sequence[float] = DEFAULT_GAINS, seed: int = 0,
                  ln_threshold: float = 0.1, progress: bool = True) -> RunMetrics:
-    """:func:`checkpoint_metrics` at ``steps`` (default: all checkpoints), cached in the store.
+    """:func:`checkpoint_metrics` at ``steps`` (default: the LLC checkpoints), cached in the store.
 
     The cache key is the evaluation config (steps, n, gains, seed, ln_threshold), so a second
     call with the same arguments reads the stored table instead of recomputing.
     """
-    steps = sorted(int(s) for s in (run.checkpoint_steps() if steps is None else steps))
+    steps = sorted(int(s) for s in (llc_checkpoint_steps(run.config) if steps is None else steps))
     eval_config = {"steps": steps, "n": n, "gains": [float(g) for g in gains], "seed": seed,
                    "ln_threshold": ln_threshold}
 

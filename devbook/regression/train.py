@@ -11,6 +11,9 @@ API:
 - :func:`train` ``(config) -> Run``: the trained run for a config from
   :func:`devbook.regression.config.regression_config` (trained, resumably, only if not on disk).
 - :func:`load_model` ``(run, step) -> RegressionTransformer`` (eval mode).
+- :func:`llc_checkpoint_steps` ``(config)``: the log ∪ linear schedule for the LLC sweep and the
+  stage metrics (190 steps at paper); :func:`ed_checkpoint_steps` ``(config)``: the dense
+  linear schedule for essential dynamics (5,000 at paper). The run saves the union of both.
 - :func:`make_trainer`, :func:`make_optimizer`, :func:`checkpoint_schedule`.
 
 Used by every regression chapter.
@@ -39,6 +42,17 @@ def checkpoint_schedule(total_steps: int, n_log: int = 100, n_linear: int = 100)
     lin = np.rint(np.linspace(0, total_steps, n_linear)) if n_linear else np.array([])
     log = np.rint(np.logspace(0, np.log10(total_steps), n_log)) if n_log else np.array([])
     return sorted({int(s) for s in np.concatenate([lin, log])} | {0, total_steps})
+
+
+def llc_checkpoint_steps(config: dict[str, Any]) -> list[int]:
+    """The LLC/metrics checkpoints of a run: log-spaced ∪ linear-spaced (SPEC §4)."""
+    return checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
+                               config["n_linear_checkpoints"])
+
+
+def ed_checkpoint_steps(config: dict[str, Any]) -> list[int]:
+    """The essential-dynamics checkpoints: ``n_ed_checkpoints`` linear-spaced steps in [0, T]."""
+    return checkpoint_schedule(config["num_steps"], 0, config["n_ed_checkpoints"])
 
 
 def make_optimizer(model: torch.nn.Module, total_steps: int, max_lr: float
@@ -76,8 +90,7 @@ def train(config: dict[str, Any], *, progress: bool = True, root: Path | None = 
     """
     config = validate(dict(config))
     run = open_run(config, root)
-    steps = checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
-                                config["n_linear_checkpoints"])
+    steps = sorted(set(llc_checkpoint_steps(config)) | set(ed_checkpoint_steps(config)))
     return train_run(run, lambda: make_trainer(config), config["num_steps"], steps,
                      log_every=config["log_every"], progress=progress,
                      desc=f"regression seed {config['seed']}")
