@@ -13,7 +13,7 @@ from devbook import presets
 
 _CPU: dict[str, Any] = {
     "seed": 0,
-    "num_seeds": 64,  # training runs (initialisations), trained together
+    "num_seeds": 96,  # training runs (initialisations), trained together
     "n": 1000,  # training-set size per run
     "steps": 20000,
     "batch_size": 20,
@@ -22,14 +22,14 @@ _CPU: dict[str, Any] = {
     "init_scale": 0.3,
     "num_checkpoints": 120,
     "grad_tol": 0.1,  # a plateau must sit near a critical point: ||∇L(w)|| below this
-    "llc_epsilon": 1e-3,
+    "llc_epsilon": 2e-4,
     "llc_gamma": 10.0,
     "llc_nbeta": 1000.0,
     "llc_chains": 4,
-    "llc_draws": 300,
-    "llc_burnin": 100,
+    "llc_draws": 1000,
+    "llc_burnin": 300,
     "llc_batch_size": 100,
-    "max_plateau_llcs": 120,
+    "llc_per_label": 8,  # plateaus per k-gon label measured besides those of runs with transitions
     "curve_points": 30,  # checkpoints of the featured run whose LLC is estimated
     "posterior_ns": "100,200,400,600,800,1200",
     "posterior_chains": 32,
@@ -46,7 +46,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "llc_chains": 2,
         "llc_draws": 60,
         "llc_burnin": 20,
-        "max_plateau_llcs": 12,
+        "llc_epsilon": 1e-3,
+        "llc_per_label": 2,
         "curve_points": 6,
         "posterior_ns": "100,400",
         "posterior_chains": 8,
@@ -62,7 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "llc_chains": 8,
         "llc_draws": 2000,
         "llc_burnin": 500,
-        "max_plateau_llcs": 2000,
+        "llc_per_label": 200,
         "curve_points": 60,
         "posterior_ns": "100,200,300,400,500,600,700,800,900,1000,1100,1200",
         "posterior_chains": 256,

@@ -162,8 +162,8 @@ def find_plateaus(
     steps: np.ndarray,
     loss: np.ndarray,
     *,
-    slope_tol: float = 0.1,
-    min_decades: float = 0.3,
+    slope_tol: float = 0.15,
+    min_decades: float = 0.2,
     smooth_decades: float = 0.05,
 ) -> list[tuple[int, int]]:
     """Plateaus of one loss curve recorded at (log-spaced) checkpoints.
