@@ -378,7 +378,11 @@ class Run:
     def lock(self) -> Iterator[None]:
         """Exclusive lock on the run directory (two processes never train one run at once)."""
         with open(self.path / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another process working on {self.path} ...", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -572,6 +576,8 @@ def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
                              f"{len(m['plan']['checkpoint_steps'])} checkpoints)")
         if run.complete:
             return run
+        for tmp in run.path.glob(".*.tmp-*"):  # left by a process killed mid-write
+            tmp.unlink()
         trainer = make_trainer()
         saved = sorted(int(s) for s in m["states"])
         if saved:
