@@ -207,6 +207,7 @@ class Run:
     config: dict[str, Any]
     path: Path
     key: str = field(init=False)
+    _cache: tuple[Any, dict[str, Any]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.key = config_key(self.config)
@@ -232,6 +233,7 @@ class Run:
         return (self.path / "COMPLETE").exists()
 
     def manifest(self) -> dict[str, Any]:
+        """A fresh copy of ``manifest.json`` (schema, plan, checkpoint and state records)."""
         if not self.manifest_file.exists():
             return {"run_key": self.key, "schema": None, "plan": None,
                     "checkpoints": {}, "states": {}}
@@ -241,9 +243,20 @@ class Run:
                                   f"not {self.key!r}")
         return m
 
+    def _manifest_readonly(self) -> dict[str, Any]:
+        """:meth:`manifest`, parsed once per file version (loading thousands of checkpoints)."""
+        try:
+            st = self.manifest_file.stat()
+            version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            return self.manifest()
+        if self._cache is None or self._cache[0] != version:
+            self._cache = (version, self.manifest())
+        return self._cache[1]
+
     def checkpoint_steps(self) -> list[int]:
         """Steps with a recorded weights checkpoint, ascending."""
-        return sorted(int(s) for s in self.manifest()["checkpoints"])
+        return sorted(int(s) for s in self._manifest_readonly()["checkpoints"])
 
     # -- verified reading
     def _read_verified(self, path: Path, entry: Mapping[str, Any] | None, step: int) -> bytes:
@@ -268,7 +281,7 @@ class Run:
 
     def load_weights(self, step: int) -> dict[str, torch.Tensor]:
         """The model weights saved at ``step`` (``{name: tensor}``), verified; see module doc."""
-        m = self.manifest()
+        m = self._manifest_readonly()
         path = self.ckpt_file(step)
         data = self._read_verified(path, m["checkpoints"].get(str(step)), step)
         try:
