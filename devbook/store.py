@@ -343,16 +343,14 @@ class Run:
             m["states"][str(step)] = {
                 "tensors": {"bytes": len(tdata), "sha256": _sha256(tdata)},
                 "json": {"bytes": len(jdata), "sha256": _sha256(jdata)}}
-        _write_json(self.manifest_file, m)
-        if state is not None and keep_state == "last":
-            for s in old_states:
-                if s != str(step):
-                    del m["states"][s]
-            _write_json(self.manifest_file, m)
-            for s in old_states:
-                if s != str(step):
-                    for p in self._state_files(int(s)):
-                        p.unlink(missing_ok=True)
+        stale = [s for s in old_states if s != str(step)] if (
+            state is not None and keep_state == "last") else []
+        for s in stale:
+            del m["states"][s]
+        _write_json(self.manifest_file, m)  # the new state is recorded before old ones go
+        for s in stale:
+            for p in self._state_files(int(s)):
+                p.unlink(missing_ok=True)
 
     def log_metrics(self, row: Mapping[str, Any]) -> None:
         """Append one JSON line (must contain ``step``) to ``metrics.jsonl``."""
