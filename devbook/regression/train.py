@@ -66,38 +66,46 @@ def make_optimizer(model: torch.nn.Module, total_steps: int, max_lr: float
     return opt, sched
 
 
-def make_trainer(config: dict[str, Any]) -> StandardTrainer:
-    """A freshly initialised trainer for ``config`` (init and data streams seeded from it)."""
+def make_trainer(config: dict[str, Any], device: str | torch.device = "cpu") -> StandardTrainer:
+    """A freshly initialised trainer for ``config`` (init and data streams seeded from it).
+
+    Initialisation and batches are drawn on the CPU (so every device sees the same numbers) and
+    moved to ``device``; the weights then train there (a GPU run is not bitwise-identical to a
+    CPU run of the same config, but it is statistically the same run).
+    """
     config = validate(dict(config))
     model = RegressionTransformer.from_config(config, generator(config["seed"], "init"))
+    model.to(device)
     opt, sched = make_optimizer(model, config["num_steps"], config["max_lr"])
     data = RegressionData.from_config(config)
     batch_size = config["batch_size"]
 
     def batch_loss(trainer: StandardTrainer, step: int) -> torch.Tensor:
         batch = data.sample(batch_size, trainer.generators["data"])
-        return loss_fn(trainer.model, (batch.xs, batch.ys))
+        return loss_fn(trainer.model, (batch.xs.to(device), batch.ys.to(device)))
 
     return StandardTrainer(model, opt, batch_loss, sched,
                            {"data": generator(config["seed"], "train-data")})
 
 
-def train(config: dict[str, Any], *, progress: bool = True, root: Path | None = None) -> Run:
+def train(config: dict[str, Any], *, progress: bool = True, root: Path | None = None,
+          device: str | torch.device = "cpu") -> Run:
     """The trained run of ``config`` (trains and checkpoints it through the store if needed).
 
-    Metrics log columns: ``step``, ``loss`` (mean training loss over the last ``log_every``
-    updates), ``lr``.
+    ``device`` (e.g. ``"cuda"`` for the paper preset) is not part of the run's key; resuming on
+    another device works (checkpoints are stored on the CPU). Metrics log columns: ``step``,
+    ``loss`` (mean training loss over the last ``log_every`` updates), ``lr``.
     """
     config = validate(dict(config))
     run = open_run(config, root)
     steps = sorted(set(llc_checkpoint_steps(config)) | set(ed_checkpoint_steps(config)))
-    return train_run(run, lambda: make_trainer(config), config["num_steps"], steps,
+    return train_run(run, lambda: make_trainer(config, device), config["num_steps"], steps,
                      log_every=config["log_every"], progress=progress,
                      desc=f"regression seed {config['seed']}")
 
 
-def load_model(run: Run, step: int) -> RegressionTransformer:
-    """The model of ``run`` with the weights of checkpoint ``step``, in eval mode."""
+def load_model(run: Run, step: int, device: str | torch.device = "cpu") -> RegressionTransformer:
+    """The model of ``run`` with the weights of checkpoint ``step``, in eval mode, on ``device``."""
     model = RegressionTransformer.from_config(run.config)
     run.load_into(model, step)
-    return model.eval()
+    return model.eval().to(device)
