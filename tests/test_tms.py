@@ -165,6 +165,16 @@ def test_posterior_sampler_shapes_and_concentration() -> None:
         sample_posterior(x, num_chains=2, num_steps=10, num_draws=8, epsilon=1e-3, seed=0)
 
 
+def test_posterior_chains_started_at_the_hexagon_stay_there_at_large_n() -> None:
+    W6, b6, _ = optimise_kgon(6)
+    init = (W6.float().expand(3, 2, 6), b6.float().expand(3, 6))
+    x = sample_sparse(1000, generator=gen(6))
+    W, b = sample_posterior(x, num_chains=3, num_steps=200, num_draws=3, epsilon=0.05 / 1000, init=init, seed=1)
+    assert all(classify(W[-1, c], b[-1, c]).k == 6 for c in range(3))
+    with pytest.raises(ValueError, match="init must be"):
+        sample_posterior(x, num_chains=2, num_steps=10, num_draws=2, epsilon=1e-3, init=init, seed=0)
+
+
 # ---------------------------------------------------------------- presets
 def test_presets_resolve_and_reject_bad_values() -> None:
     assert set(PRESETS) == {"smoke", "cpu", "paper"}

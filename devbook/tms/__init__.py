@@ -30,8 +30,8 @@ _CPU: dict[str, Any] = {
     "llc_burnin": 300,
     "llc_batch_size": 100,
     "llc_per_label": 8,  # plateaus per k-gon label measured besides those of runs with transitions
-    "curve_points": 30,  # checkpoints of the featured run whose LLC is estimated
-    "posterior_ns": "100,200,400,600,800,1200",
+    "curve_points": 20,  # checkpoints of the featured run whose LLC is estimated
+    "posterior_ns": "50,100,200,400,600,800,1200",
     "posterior_chains": 32,
     "posterior_steps": 2000,
     "posterior_draws": 10,
@@ -49,7 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "llc_epsilon": 1e-3,
         "llc_per_label": 2,
         "curve_points": 6,
-        "posterior_ns": "100,400",
+        "posterior_ns": "50,400",
         "posterior_chains": 8,
         "posterior_steps": 200,
         "posterior_draws": 4,

@@ -31,11 +31,13 @@ def sample_posterior(
     prior_std: float = 2.0,
     init_scale: float = 1.0,
     r: int = 2,
+    init: tuple[Tensor, Tensor] | None = None,
     seed: int,
 ) -> tuple[Tensor, Tensor]:
     """Langevin draws from p(w | D_n) ∝ exp(−n L_n(w)) N(w; 0, prior_std²), n = len(data).
 
-    ``data`` (n, c). Chains start from N(0, init_scale²); the last ``num_draws`` of
+    ``data`` (n, c). Chains start from N(0, init_scale²), or from ``init`` = (W (C, r, c),
+    b (C, c)) when given (e.g. half at a 5-gon, half at a 6-gon); the last ``num_draws`` of
     ``num_steps`` steps are returned, evenly spaced over the second half of the run:
     ``W`` (num_draws, C, r, c), ``b`` (num_draws, C, c).
     """
@@ -52,6 +54,13 @@ def sample_posterior(
     g = torch.Generator().manual_seed(int(seed))
     W = torch.randn(num_chains, r, c, generator=g) * init_scale
     b = torch.randn(num_chains, c, generator=g) * init_scale
+    if init is not None:
+        if init[0].shape != W.shape or init[1].shape != b.shape:
+            raise ValueError(
+                f"init must be W {tuple(W.shape)} and b {tuple(b.shape)}, got "
+                f"{tuple(init[0].shape)} and {tuple(init[1].shape)}"
+            )
+        W, b = init[0].to(W.dtype).clone(), init[1].to(b.dtype).clone()
     x = data.unsqueeze(0).expand(num_chains, n, c)
     keep = set(
         torch.linspace(num_steps // 2, num_steps - 1, num_draws).round().long().tolist()
