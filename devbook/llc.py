@@ -271,7 +271,8 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
     """Estimate the LLC of ``model`` at its current parameters w* (SPEC §1).
 
     model: any nn.Module; its parameters with requires_grad are sampled, the rest (and buffers)
-    are held fixed; the model itself is never modified (buffers are used as copies).
+    are held fixed; the model itself is never modified (buffers are used as copies). It is
+    called in its current train/eval mode: use ``model.eval()`` for dropout or batch norm.
     loss_fn(model, batch) -> scalar mean loss on ``batch``, a tuple shaped like ``data``.
     data: tuple of tensors sharing the first dimension n. seed: int >= 0; chain c's batch
     schedule and noise come from a generator seeded by (seed, c), so the vectorised path
@@ -333,7 +334,7 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
                           "running the chains sequentially", stacklevel=2)
             vectorize = False
 
-    eps, half_eps, root_eps = cfg.epsilon, cfg.epsilon / 2, math.sqrt(cfg.epsilon)
+    half_eps, root_eps = cfg.epsilon / 2, math.sqrt(cfg.epsilon)
     nbeta, gamma = cfg.nbeta, cfg.gamma
 
     def update(w: torch.Tensor, g: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
