@@ -353,7 +353,8 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
                 idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
                 noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
             idx, noise = idx_block[t % rows], noise_block[t % rows]
-            g, loss = grad_chains(w, tuple(x[idx] for x in data))
+            flat = idx.reshape(-1)
+            g, loss = grad_chains(w, tuple(x.index_select(0, flat).view(C, m, *x.shape[1:]) for x in data))
             losses[:, t] = loss
             w = update(w, g, noise)
     else:
@@ -363,7 +364,7 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
                 if t % schedules[c].rows == 0:
                     idx_block, noise_block = schedules[c].block()
                 idx, noise = idx_block[t % schedules[c].rows], noise_block[t % schedules[c].rows]
-                g, loss = grad_one(w, tuple(x[idx] for x in data))
+                g, loss = grad_one(w, tuple(x.index_select(0, idx) for x in data))
                 losses[c, t] = loss
                 w = update(w, g, noise)
     seconds = time.perf_counter() - start
