@@ -72,8 +72,11 @@ _EVAL_PAPER: dict[str, Any] = {
 }
 EVAL_TABLE: dict[str, dict[str, Any]] = {
     "paper": dict(_EVAL_PAPER),
+    # cpu: ε, γ calibrated on checkpoints 211 and 346 of the cpu run (1 chain × 80 draws:
+    # ε = 1e-4 / 3e-4 still rising at the end, ε = 1e-3 flattening, no divergence)
     "cpu": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 80, "llc_batch_size": 8,
-            "llc_sequences": 256, "llc_every": 3, "n_eval_sequences": 200, "n_synthetic": 400},
+            "llc_epsilon": 0.001, "llc_gamma": 300.0, "llc_sequences": 256, "llc_every": 3,
+            "n_eval_sequences": 200, "n_synthetic": 400},
     "smoke": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 5, "llc_batch_size": 4,
               "llc_sequences": 16, "n_eval_sequences": 8, "n_synthetic": 16},
 }
