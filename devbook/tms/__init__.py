@@ -40,8 +40,8 @@ _CPU: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         **_CPU,
-        "num_seeds": 12,
-        "steps": 3000,
+        "num_seeds": 16,
+        "steps": 5000,
         "num_checkpoints": 60,
         "llc_chains": 2,
         "llc_draws": 60,
