@@ -2,9 +2,10 @@
 deterministic, gives the same numbers vectorised and sequentially, leaves the model untouched,
 flags failing chains and rejects bad configurations.
 
-Tolerance: |λ̂ − λ| ≤ 15% of λ on every known case. Calibrated over seeds 0-2 at the settings
-in devbook/known.py: SGLD's discretisation bias is ≤ 4% there and the standard error of the
-mean over chains ≤ 4% (polynomial model, the smallest λ), so 15% is bias + > 2.5 SE.
+Tolerance: |λ̂ − λ| ≤ 15% of λ on every known case (the tests use seed 0). Calibrated over
+seeds 0-3 at the settings in devbook/known.py: SGLD's discretisation bias is ≤ 4% there, the
+standard error of the mean over chains ≤ 3% for λ ≥ 2/3 and ≤ 5% for the λ = 1/4 cases; the
+worst relative error seen over the 4 seeds × 11 cases was 12.6% (polynomial w1·w2², seed 3).
 """
 
 from __future__ import annotations
