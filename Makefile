@@ -27,7 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps -r benchmarks/requirements.txt
-	$(PY) benchmarks/llc_vs_devinterp.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/llc_vs_devinterp.py
 	$(PY) benchmarks/regression.py
 
 clean:
