@@ -75,8 +75,8 @@ EVAL_TABLE: dict[str, dict[str, Any]] = {
     # cpu: ε, γ calibrated on checkpoints 211 and 346 of the cpu run (1 chain × 80 draws:
     # ε = 1e-4 / 3e-4 still rising at the end, ε = 1e-3 flattening, no divergence)
     "cpu": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 80, "llc_batch_size": 8,
-            "llc_epsilon": 0.001, "llc_gamma": 300.0, "llc_sequences": 256, "llc_every": 3,
-            "n_eval_sequences": 200, "n_synthetic": 400},
+            "llc_epsilon": 0.001, "llc_gamma": 300.0, "llc_sequences": 128, "llc_every": 4,
+            "n_eval_sequences": 100, "n_synthetic": 400},
     "smoke": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 5, "llc_batch_size": 4,
               "llc_sequences": 16, "n_eval_sequences": 8, "n_synthetic": 16},
 }
