@@ -18,13 +18,15 @@ from matplotlib.figure import Figure
 
 
 def plot_token_changes(fig: Figure, words: Sequence[str], deltas: np.ndarray,
-                       width: int = 90, title: str | None = None) -> None:
+                       title: str | None = None, fontsize: float = 8.0) -> None:
     """Lay out ``words`` as wrapped text on ``fig``, each shaded by ``deltas`` (same length).
 
-    The colour scale is symmetric around 0 (``RdBu_r``: blue = lower loss after the stage).
+    The colour scale is symmetric around 0 (blue = lower loss after the stage, red = higher).
     """
     if len(words) != len(deltas):
         raise ValueError(f"{len(words)} words but {len(deltas)} loss changes")
+    char = 0.62 * fontsize / (72 * fig.get_figwidth())  # monospace advance, figure fraction
+    width = int(0.9 / char)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
     vmax = float(np.nanmax(np.abs(deltas))) or 1.0
@@ -48,9 +50,9 @@ def plot_token_changes(fig: Figure, words: Sequence[str], deltas: np.ndarray,
     for line in lines:
         x = 0.01
         for w, d in line:
-            ax.text(x, y, w, fontsize=8, family="monospace", va="center",
+            ax.text(x, y, w, fontsize=fontsize, family="monospace", va="center",
                     bbox={"facecolor": cmap(norm(d)), "edgecolor": "none", "pad": 0.5})
-            x += len(w) * 0.98 / width
+            x += len(w) * char
         y -= step
 
 
