@@ -242,3 +242,20 @@ def test_bigram_counts_and_positions() -> None:
     assert counts[1, 2] == 2 and counts[1, 3] == 1 and counts[2, 1] == 2 and counts.sum() == 5
     assert lm.icl_positions(1024) == (50, 500)
     assert lm.ablation_positions(128) == [1, 2, 3, 5, 10, 20, 30, 50, 100]
+
+
+def test_token_change_figure_checks_lengths() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from devbook.language.plots import plot_token_changes
+
+    fig = plt.figure(figsize=(6, 2))
+    plot_token_changes(fig, [" a", " b", " c"], np.array([-1.0, 0.0, 2.0]), title="t")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["t", " a", " b", " c"]
+    with pytest.raises(ValueError, match="3 words but 2"):
+        plot_token_changes(fig, [" a", " b", " c"], np.array([1.0, 2.0]))
+    plt.close(fig)
