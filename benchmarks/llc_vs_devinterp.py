@@ -6,7 +6,12 @@ L_n(w*) (the full-data loss, passed to devinterp as ``init_loss``). devinterp ru
 sequentially (``cores=1``) from a shuffled ``DataLoader`` as its documentation shows; devbook
 runs them together in one vmap. Printed per problem: both estimates (mean ± std over chains),
 their difference in standard errors, and the throughput ratio in chain-steps per second,
-measured in this one run.
+measured in this one run, by wall clock and by this process's CPU time (both sides run on one
+thread, so the CPU-time ratio is the steadier one on a shared machine). A third line times a bare
+PyTorch loop of gather + forward + backward, one chain at a time (no sampler at all), and gives
+both estimators' CPU time relative to it. For a compute-bound model (the MLP) vmap removes no
+FLOPs, so this loop is a floor on a chain-step and devinterp's relative cost bounds the ratio any
+sampler can reach; for a tiny model (the RRR) the loop is per-call overhead, which vmap amortises.
 
 Parameter mapping (devinterp/optim/sgld.py, 1.3.2): Δw = −(lr/2)(nbeta·∇L_m + localization·
 (w − w0)) + sqrt(lr)·N(0, 1), i.e. SPEC §1 with ε = lr, γ = localization, nβ = nbeta. The
@@ -54,30 +59,53 @@ def check_step_mapping() -> float:
     return float((p.detach() - ours).abs().max())
 
 
+class Clock:
+    """Wall-clock and process CPU seconds of a ``with`` block."""
+
+    def __enter__(self) -> "Clock":
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
 def run_devinterp(model: nn.Module, loss_fn, data: tuple[torch.Tensor, ...], cfg: SGLDConfig,
-                  init_loss: float, seed: int) -> tuple[np.ndarray, float]:
-    """devinterp's estimate_learning_coeff_with_summary; returns per-chain λ̂ and seconds."""
+                  init_loss: float, seed: int) -> tuple[np.ndarray, Clock]:
+    """devinterp's estimate_learning_coeff_with_summary; returns per-chain λ̂ and its clock."""
     from devinterp.optim.sgld import SGLD
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
 
     loader = DataLoader(TensorDataset(*data), batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), drop_last=True)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
+    with Clock() as clock, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = estimate_learning_coeff_with_summary(
             model, loader, evaluate=lambda m, batch: loss_fn(m, tuple(batch)), sampling_method=SGLD,
             optimizer_kwargs=dict(lr=cfg.epsilon, localization=cfg.gamma, nbeta=cfg.nbeta),
             num_draws=cfg.num_draws, num_chains=cfg.num_chains, num_burnin_steps=cfg.num_burnin,
             init_loss=init_loss, cores=1, seed=seed, device="cpu", verbose=False)
-    seconds = time.perf_counter() - start
-    return np.array([out[f"llc-chain/{i}"] for i in range(cfg.num_chains)]), seconds
+    return np.array([out[f"llc-chain/{i}"] for i in range(cfg.num_chains)]), clock
 
 
-def run_devbook(model: nn.Module, loss_fn, data, cfg: SGLDConfig, seed: int) -> tuple[LLCResult, float]:
-    start = time.perf_counter()
-    res = estimate_llc(model, loss_fn, data, cfg, seed=seed)
-    return res, time.perf_counter() - start
+def run_devbook(model: nn.Module, loss_fn, data, cfg: SGLDConfig, seed: int) -> tuple[LLCResult, Clock]:
+    with Clock() as clock:
+        res = estimate_llc(model, loss_fn, data, cfg, seed=seed)
+    return res, clock
+
+
+def run_bare(model: nn.Module, loss_fn, data, cfg: SGLDConfig, seed: int) -> Clock:
+    """The floor: chains × steps of gather + forward + backward on a copy of ``model``, nothing else."""
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    n = data[0].shape[0]
+    with Clock() as clock:
+        for _ in range(cfg.num_chains * cfg.num_steps):
+            idx = torch.randint(n, (cfg.batch_size,), generator=gen)
+            model.zero_grad()
+            loss_fn(model, tuple(t.index_select(0, idx) for t in data)).backward()
+    return clock
 
 
 class MLP(nn.Module):
@@ -110,21 +138,27 @@ def mlp_problem(n: int, seed: int, train_steps: int) -> tuple[nn.Module, tuple[t
     return student, (x, y)
 
 
-def report(name: str, cfg: SGLDConfig, ref: np.ndarray, t_ref: float, res: LLCResult, t_res: float) -> dict:
+def report(name: str, cfg: SGLDConfig, ref: np.ndarray, c_ref: Clock, res: LLCResult, c_res: Clock,
+           c_bare: Clock) -> dict:
     steps = cfg.num_chains * cfg.num_steps
+    t_ref, t_res = c_ref.wall, c_res.wall
     se = math.sqrt(ref.var(ddof=1) / ref.size + res.std**2 / cfg.num_chains)
     z = (res.mean - ref.mean()) / se
     within = abs(res.mean - ref.mean()) <= ref.std(ddof=1) + res.std
     ratio = (steps / t_res) / (steps / t_ref)
+    cpu_ratio = c_ref.cpu / c_res.cpu
     print(f"\n## {name}  ({res.num_params} parameters; ε={cfg.epsilon:g}, γ={cfg.gamma:g}, "
           f"nβ={cfg.nbeta:.4g}, m={cfg.batch_size}, {cfg.num_chains} chains × {cfg.num_steps} steps)")
     print(f"  devinterp 1.3.2 : λ̂ = {ref.mean():8.3f} ± {ref.std(ddof=1):6.3f}   "
-          f"{steps / t_ref:9.1f} chain-steps/s ({t_ref:.1f} s)")
+          f"{steps / t_ref:9.1f} chain-steps/s ({t_ref:.1f} s wall, {c_ref.cpu:.1f} s CPU)")
     print(f"  devbook         : λ̂ = {res.mean:8.3f} ± {res.std:6.3f}   "
-          f"{steps / t_res:9.1f} chain-steps/s ({t_res:.1f} s)   diagnoses {dict((d, res.diagnosis.count(d)) for d in set(res.diagnosis))}")
+          f"{steps / t_res:9.1f} chain-steps/s ({t_res:.1f} s wall, {c_res.cpu:.1f} s CPU)   diagnoses {dict((d, res.diagnosis.count(d)) for d in set(res.diagnosis))}")
     print(f"  difference {res.mean - ref.mean():+.3f} = {z:+.2f} SE; within the spreads (|Δ| ≤ std₁ + std₂): {within}")
-    print(f"  throughput ratio devbook/devinterp: {ratio:.2f}×")
-    return dict(name=name, ratio=ratio, z=z, within=within)
+    print(f"  bare fwd+bwd loop : {'':25} {steps / c_bare.wall:9.1f} chain-steps/s ({c_bare.wall:.1f} s wall, "
+          f"{c_bare.cpu:.1f} s CPU; no sampler); CPU time relative to it: devbook "
+          f"{c_res.cpu / c_bare.cpu:.2f}×, devinterp {c_ref.cpu / c_bare.cpu:.2f}×")
+    print(f"  throughput ratio devbook/devinterp: {ratio:.2f}× (wall clock), {cpu_ratio:.2f}× (CPU time)")
+    return dict(name=name, ratio=ratio, cpu_ratio=cpu_ratio, z=z, within=within)
 
 
 def main() -> None:
@@ -146,19 +180,22 @@ def main() -> None:
     data = tuple(t.float() for t in case.data)
     cfg = SGLDConfig(epsilon=1e-3, gamma=1.0, nbeta=default_nbeta(1024), num_chains=8, num_draws=draws,
                      num_burnin=0, batch_size=1024)
-    res, t_res = run_devbook(model, case.loss_fn, data, cfg, args.seed)
-    ref, t_ref = run_devinterp(model, case.loss_fn, data, cfg, res.init_loss, args.seed)
+    res, c_res = run_devbook(model, case.loss_fn, data, cfg, args.seed)
+    ref, c_ref = run_devinterp(model, case.loss_fn, data, cfg, res.init_loss, args.seed)
+    c_bare = run_bare(model, case.loss_fn, data, cfg, args.seed)
     results.append(report(f"reduced-rank regression M=8 H=4 N=8 r=2 (Aoyagi λ = {case.true_lambda})",
-                          cfg, ref, t_ref, res, t_res))
+                          cfg, ref, c_ref, res, c_res, c_bare))
 
     model, data = mlp_problem(n=32768, seed=args.seed, train_steps=50 if args.quick else 300)
     cfg = SGLDConfig(epsilon=1e-4, gamma=100.0, nbeta=default_nbeta(1024), num_chains=8, num_draws=draws,
                      num_burnin=0, batch_size=1024)
-    res, t_res = run_devbook(model, known.mse_loss, data, cfg, args.seed)
-    ref, t_ref = run_devinterp(model, known.mse_loss, data, cfg, res.init_loss, args.seed)
-    results.append(report("MLP teacher-student regression, batch 1024", cfg, ref, t_ref, res, t_res))
+    res, c_res = run_devbook(model, known.mse_loss, data, cfg, args.seed)
+    ref, c_ref = run_devinterp(model, known.mse_loss, data, cfg, res.init_loss, args.seed)
+    c_bare = run_bare(model, known.mse_loss, data, cfg, args.seed)
+    results.append(report("MLP teacher-student regression, batch 1024", cfg, ref, c_ref, res, c_res, c_bare))
 
-    print("\nsummary: " + "; ".join(f"{r['name'].split(' (')[0]}: {r['ratio']:.2f}× faster, "
+    print("\nsummary: " + "; ".join(f"{r['name'].split(' (')[0]}: {r['ratio']:.2f}× faster "
+                                    f"({r['cpu_ratio']:.2f}× by CPU time), "
                                     f"agree={r['within']}" for r in results))
 
 

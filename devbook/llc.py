@@ -325,15 +325,6 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
     if not math.isfinite(init_loss):
         raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
 
-    if vectorize:  # probe once with a deterministic batch; fall back to sequential on failure
-        try:
-            probe = tuple(t[:m].unsqueeze(0).expand(C, *t[:m].shape) for t in data)
-            grad_chains(w_star.unsqueeze(0).expand(C, dim), probe)
-        except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
-            warnings.warn(f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
-                          "running the chains sequentially", stacklevel=2)
-            vectorize = False
-
     half_eps, root_eps = cfg.epsilon / 2, math.sqrt(cfg.epsilon)
     nbeta, gamma = cfg.nbeta, cfg.gamma
 
@@ -341,11 +332,13 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
         # Written once and shared by both paths, so they do the same arithmetic.
         return w + half_eps * (-nbeta * g - gamma * (w - w_star)) + root_eps * noise
 
-    schedules = [_Schedule(seed, c, n, m, dim, like) for c in range(C)]
+    def streams() -> list[_Schedule]:
+        return [_Schedule(seed, c, n, m, dim, like) for c in range(C)]
+
     losses = torch.empty(C, cfg.num_steps, dtype=like.dtype, device=like.device)
     start = time.perf_counter()
     if vectorize:
-        w = w_star.unsqueeze(0).repeat(C, 1)
+        schedules, w = streams(), w_star.unsqueeze(0).repeat(C, 1)
         rows = schedules[0].rows
         for t in tqdm(range(cfg.num_steps), desc="SGLD", disable=not progress):
             if t % rows == 0:
@@ -353,11 +346,21 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
                 idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
                 noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
             idx, noise = idx_block[t % rows], noise_block[t % rows]
-            flat = idx.reshape(-1)
-            g, loss = grad_chains(w, tuple(x.index_select(0, flat).view(C, m, *x.shape[1:]) for x in data))
+            batch = tuple(x.index_select(0, idx.reshape(-1)).view(C, m, *x.shape[1:]) for x in data)
+            if t > 0:
+                g, loss = grad_chains(w, batch)
+            else:  # the first step doubles as the vmap probe: on failure, restart sequentially
+                try:
+                    g, loss = grad_chains(w, batch)
+                except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
+                    warnings.warn(f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
+                                  "running the chains sequentially", stacklevel=2)
+                    vectorize = False
+                    break
             losses[:, t] = loss
             w = update(w, g, noise)
-    else:
+    if not vectorize:  # fresh streams, so a failed vmap probe leaves no trace in the numbers
+        schedules = streams()
         for c in tqdm(range(C), desc="SGLD chains", disable=not progress):
             w = w_star.clone()
             for t in range(cfg.num_steps):
