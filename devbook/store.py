@@ -261,8 +261,10 @@ class Run:
     # -- verified reading
     def _read_verified(self, path: Path, entry: Mapping[str, Any] | None, step: int) -> bytes:
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; recorded checkpoint steps: "
-                                    f"{self.checkpoint_steps()}")
+            steps = self.checkpoint_steps()
+            near = sorted(steps, key=lambda s: abs(s - step))[:3]
+            raise FileNotFoundError(f"{path} does not exist; the run records {len(steps)} "
+                                    f"checkpoints, the nearest at steps {sorted(near)}")
         data = path.read_bytes()
         if path.suffix == ".safetensors":
             meta = _safetensors_metadata(data, path)
