@@ -58,10 +58,10 @@ CPU_PRESET_NOTE = (
     "cpu preset: 20k steps at batch 256 (the paper's 500k compressed 25x; OneCycleLR spans the "
     "shorter run, so the learning rate peaks at 10k). Measured on one core of the (shared) "
     "2-core machine: 45-50 ms of CPU time per step, so about 15 minutes of training; with an "
-    "LLC sweep of ~10 minutes this is at the chapter's 25-minute limit. 20k is the shortest "
-    "run in which layer-norm collapse (the mark of LR3) has begun: in the cpu run the final "
-    "layer norm's first weights reach |w| < 0.1 at ~10k steps (12.5% by 20k), and none do in "
-    "the first 10k. The integrated learning rate of the run (0.0015 x 20k = 30) equals the "
+    "LLC sweep of ~10 minutes this is at the chapter's 25-minute limit. It is long enough for "
+    "layer-norm collapse (the mark of LR3) to begin: in this run the final layer norm's first "
+    "weights reach |w| < 0.1 at ~10k steps (12.5% of them by 20k), none before, so a much "
+    "shorter run would likely miss it (not tested). The integrated learning rate of the run (0.0015 x 20k = 30) equals the "
     "paper's at about step 70k, inside its LR3 (40k-126k): expect LR1 (task prior), LR2 (ICL "
     "emerges; embedding loses a direction) and the start of LR3, and no LR4/LR5 as such.")
 
