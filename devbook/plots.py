@@ -25,14 +25,15 @@ def stage_names(stages: pd.DataFrame, prefix: str = "LR") -> list[str]:
     return [f"{prefix}{i + 1}" for i in range(len(stages))]
 
 
-def log_time_axis(ax: Axes, first_positive: float = 1.0, label: str | None = "training step"
-                  ) -> None:
+def log_time_axis(ax: Axes, first_positive: float = 1.0, label: str | None = "training step",
+                  last: float | None = None) -> None:
     """Symmetric-log x axis: linear below ``first_positive`` (so step 0 shows), log above.
 
-    ``label`` is the x label (``None``: none, e.g. for the upper panels of a shared axis).
+    ``label`` is the x label (``None``: none, e.g. for the upper panels of a shared axis);
+    ``last`` (e.g. the final training step) fixes the right end of the axis.
     """
     ax.set_xscale("symlog", linthresh=first_positive, linscale=0.3)
-    ax.set_xlim(left=0)
+    ax.set_xlim(left=0, right=last)
     if label:
         ax.set_xlabel(label)
 
