@@ -229,15 +229,3 @@ def find_stages(
                    milestones=t[bounds[1:-1]], tolerance=tol, kernel=str(gp.kernel_))
     return table, fit
 
-
-def paper_checkpoints(total_steps: int, n_log: int = 100, n_linear: int = 100) -> NDArray[np.int64]:
-    """The paper's LLC checkpoint schedule: union of log- and linear-spaced steps in ``[0, T]``.
-
-    Returns sorted unique ints (190 distinct for ``T = 500k``). Used by the tests and as a
-    reference for ``devbook.regression``'s own schedule.
-    """
-    if total_steps < 2:
-        raise ValueError(f"total_steps must be >= 2, got {total_steps}")
-    log = np.logspace(0, np.log10(total_steps), n_log)
-    lin = np.linspace(0, total_steps, n_linear)
-    return np.unique(np.concatenate([np.round(log), np.round(lin)]).astype(np.int64))

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devbook.stages import find_stages, paper_checkpoints
+from devbook.regression.train import checkpoint_schedule
+from devbook.stages import find_stages
 
-STEPS = paper_checkpoints(500_000)
+STEPS = np.array(checkpoint_schedule(500_000))  # the paper's LLC checkpoints (190)
 
 
 def sig(t: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -26,7 +27,7 @@ def abA() -> np.ndarray:
             + 6 * sig(STEPS, 150_000, 0.2))
 
 
-def test_paper_checkpoints() -> None:
+def test_paper_checkpoint_grid() -> None:
     assert STEPS[0] == 0 and STEPS[-1] == 500_000
     assert 185 <= len(STEPS) <= 200
     assert np.all(np.diff(STEPS) > 0)
