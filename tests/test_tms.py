@@ -13,7 +13,7 @@ from devbook.tms import PRESETS, config
 from devbook.tms.data import sample_sparse
 from devbook.tms.kgon import classify, classify_many, make_kgon, optimise_kgon
 from devbook.tms.model import TMSModel, empirical_loss, forward, population_loss, tms_loss_fn
-from devbook.tms.posterior import free_energy_crossing, sample_posterior
+from devbook.tms.posterior import free_energy_crossing, sample_posterior, sample_tempered
 from devbook.tms.train import TrainConfig, find_plateaus, loss_grad, train_seeds
 
 
@@ -147,6 +147,19 @@ def test_find_plateaus_on_a_synthetic_staircase() -> None:
     assert mids[0] < 2 < mids[1] < 4 < mids[2]
 
 
+def test_hessian_eigenvalues_at_the_hexagon_are_nonnegative() -> None:
+    from devbook.tms.analysis import hessian_eigenvalues
+
+    W6, b6, _ = optimise_kgon(6)
+    ev = hessian_eigenvalues(W6, b6)
+    assert ev.shape == (18,) and ev.min() > -1e-6 and ev.max() > 0.1
+    assert (np.abs(ev) < 1e-6).sum() == 1  # only the rotation is flat
+    # the pentagon with a dead sixth unit is a degenerate critical point: more flat directions
+    W5, b5, _ = optimise_kgon(5, phi=1)
+    ev5 = hessian_eigenvalues(W5, b5)
+    assert ev5.min() > -1e-6 and (np.abs(ev5) < 1e-6).sum() >= 3
+
+
 # ---------------------------------------------------------------- posterior
 def test_free_energy_crossing() -> None:
     n = free_energy_crossing(-0.02055, 1.5)
@@ -175,6 +188,27 @@ def test_posterior_chains_started_at_the_hexagon_stay_there_at_large_n() -> None
         sample_posterior(x, num_chains=2, num_steps=10, num_draws=2, epsilon=1e-3, init=init, seed=0)
 
 
+def test_tempered_sampler_shapes_swaps_and_ordering() -> None:
+    x = sample_sparse(800, generator=gen(8))
+    out = sample_tempered(x, [5, 50, 800], num_chains=6, num_steps=400, num_draws=4, swap_every=2, seed=0)
+    assert out.W.shape == (4, 3, 6, 2, 6) and out.b.shape == (4, 3, 6, 6)
+    assert out.swap_rate.shape == (2,) and ((out.swap_rate > 0) & (out.swap_rate <= 1)).all()
+    assert out.lowest_visits.shape == (3, 6) and (out.lowest_visits[0] == 1).all()
+    # the large-n rung concentrates on low loss, the n = 5 rung is diffuse (prior-dominated)
+    L = [float(population_loss(out.W[:, i].reshape(-1, 2, 6), out.b[:, i].reshape(-1, 6)).mean()) for i in range(3)]
+    assert L[2] < L[1] < L[0] and L[2] < 0.2 < L[0]
+
+
+def test_tempered_sampler_rejects_bad_ladders() -> None:
+    x = sample_sparse(100, generator=gen(9))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        sample_tempered(x, [50, 20], num_chains=2, num_steps=10, num_draws=2, seed=0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        sample_tempered(x, [50, 200], num_chains=2, num_steps=10, num_draws=2, seed=0)
+    with pytest.raises(ValueError, match="num_draws"):
+        sample_tempered(x, [10, 50], num_chains=2, num_steps=10, num_draws=8, seed=0)
+
+
 # ---------------------------------------------------------------- presets
 def test_presets_resolve_and_reject_bad_values() -> None:
     assert set(PRESETS) == {"smoke", "cpu", "paper"}
@@ -186,5 +220,7 @@ def test_presets_resolve_and_reject_bad_values() -> None:
         config("cpu", steps="many")
     with pytest.raises(ValueError, match="posterior_ns"):
         config("cpu", posterior_ns="1")
+    with pytest.raises(ValueError, match="posterior_ns"):
+        config("cpu", posterior_ns="100,50")
     with pytest.raises(ValueError, match="unknown preset"):
         config("gpu")

@@ -31,10 +31,12 @@ _CPU: dict[str, Any] = {
     "llc_batch_size": 100,
     "llc_per_label": 8,  # plateaus per k-gon label measured besides those of runs with transitions
     "curve_points": 20,  # checkpoints of the featured run whose LLC is estimated
-    "posterior_ns": "50,100,200,400,600,800,1200",
-    "posterior_chains": 32,
-    "posterior_steps": 2000,
-    "posterior_draws": 10,
+    # replica-exchange ladder of sample sizes (nested data sets); low rungs only help mixing
+    "posterior_ns": "10,20,35,50,75,100,150,200,300,400,500,600,700,800,1000,1200",
+    "posterior_chains": 16,  # independent replica sets, each one state per rung
+    "posterior_steps": 10000,
+    "posterior_draws": 25,
+    "posterior_swap_every": 10,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -49,8 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "llc_epsilon": 1e-3,
         "llc_per_label": 2,
         "curve_points": 6,
-        "posterior_ns": "50,400",
-        "posterior_chains": 8,
+        "posterior_ns": "10,50,200,600",
+        "posterior_chains": 4,
         "posterior_steps": 200,
         "posterior_draws": 4,
     },
@@ -65,9 +67,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "llc_burnin": 500,
         "llc_per_label": 200,
         "curve_points": 60,
-        "posterior_ns": "100,200,300,400,500,600,700,800,900,1000,1100,1200",
+        "posterior_ns": "10,20,35,50,75,100,150,200,250,300,350,400,450,500,550,600,650,700,800,900,1000,1100,1200",
         "posterior_chains": 256,
-        "posterior_steps": 50000,
+        "posterior_steps": 100000,
         "posterior_draws": 50,
     },
 }
@@ -77,8 +79,10 @@ def config(preset: str, **overrides: Any) -> dict[str, Any]:
     """The chapter's configuration at ``preset`` with ``overrides`` (checked; see presets)."""
     cfg = presets.resolve(PRESETS, preset, overrides)
     ns = [int(v) for v in str(cfg["posterior_ns"]).split(",") if v.strip()]
-    if not ns or min(ns) < 2:
-        raise ValueError(f"posterior_ns must be comma-separated ints >= 2, got {cfg['posterior_ns']!r}")
+    if len(ns) < 2 or min(ns) < 2 or any(b <= a for a, b in zip(ns, ns[1:])):
+        raise ValueError(
+            f"posterior_ns must be >= 2 comma-separated increasing ints >= 2, got {cfg['posterior_ns']!r}"
+        )
     if cfg["num_seeds"] < 1:
         raise ValueError(f"num_seeds must be >= 1, got {cfg['num_seeds']}")
     return cfg

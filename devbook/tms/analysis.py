@@ -27,6 +27,15 @@ def grad_norm(W: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.cat([gW.flatten(), gb.flatten()]).norm())
 
 
+def hessian_eigenvalues(W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Eigenvalues (ascending) of the Hessian of the exact population loss at ``W`` (r, c),
+    ``b`` (c,): a negative one marks a saddle (a direction in which the loss falls)."""
+    r, c = W.shape
+    w0 = torch.cat([W.detach().double().flatten(), b.detach().double()])
+    H = torch.autograd.functional.hessian(lambda w: population_loss(w[: r * c].reshape(r, c), w[r * c :]), w0)
+    return torch.linalg.eigvalsh(H).numpy()
+
+
 def labelled_plateaus(result: TrainResult, *, grad_tol: float = 0.1) -> list[list[Plateau]]:
     """Per run, its plateaus (see :func:`find_plateaus`) that sit near a critical point
     (population-gradient norm below ``grad_tol`` at the plateau's last checkpoint, which drops

@@ -7,13 +7,16 @@ Update (SPEC §1 with γ = 0, nβ = n, full-batch gradient, plus the prior's gra
 
     w ← w + (ε/2) · ( −n ∇L_n(w) − w / prior_std² ) + N(0, ε I)
 
-All C chains advance together: ``W`` (C, r, c), ``b`` (C, c). Used by
-``book/tms/growth-and-form.md`` (the Bayesian phase transition).
+All C chains advance together: ``W`` (C, r, c), ``b`` (C, c). :func:`sample_posterior` runs
+independent chains at one n; :func:`sample_tempered` runs replica exchange over a ladder of n
+(nested data sets) so that chains cross between k-gon phases at large n; the latter is what
+``book/tms/growth-and-form.md`` uses for the Bayesian phase transition.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -77,6 +80,111 @@ def sample_posterior(
     if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
         raise FloatingPointError(f"Langevin chains diverged; try an epsilon smaller than {epsilon:g}")
     return torch.stack(out_W), torch.stack(out_b)
+
+
+@dataclass
+class TemperedDraws:
+    """Output of :func:`sample_tempered`: ``ns`` (R,) the ladder, ``W`` (D, R, C, r, c) and
+    ``b`` (D, R, C, c) the kept draws of every rung, ``swap_rate`` (R − 1,) the accepted fraction
+    of proposed swaps between rungs i and i + 1, ``lowest_visits`` (R, C) the fraction of kept
+    draws at each rung whose state had passed through the lowest rung since the previous draw
+    was kept (a mixing diagnostic: 0 means no state reached that rung from the top)."""
+
+    ns: list[int]
+    W: Tensor
+    b: Tensor
+    swap_rate: Tensor
+    lowest_visits: Tensor
+
+
+def _energy(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
+    """n·L_n(w) of each chain: ``W`` (C, r, c), ``b`` (C, c), ``x`` (n, c) → (C,)."""
+    z = torch.relu(torch.matmul(torch.matmul(x, W.transpose(1, 2)), W) + b[:, None, :])
+    return ((x - z) ** 2).sum((-1, -2))
+
+
+def sample_tempered(
+    data: Tensor,
+    ns: list[int],
+    *,
+    num_chains: int,
+    num_steps: int,
+    num_draws: int,
+    step_scale: float = 0.05,
+    swap_every: int = 10,
+    prior_std: float = 2.0,
+    init_scale: float = 0.1,
+    r: int = 2,
+    seed: int,
+) -> TemperedDraws:
+    """Replica-exchange Langevin over a ladder of posteriors p(w | D_{n_i}), D_n = data[:n].
+
+    ``data`` (N, c) with N ≥ max(ns); ``ns`` strictly increasing. Each of ``num_chains``
+    independent replica sets holds one state per rung, all started from N(0, init_scale²)
+    (small random weights, not at any k-gon). Every step moves each state by the Langevin
+    update above at its rung (ε_i = step_scale / n_i); every ``swap_every`` steps neighbouring
+    rungs (even pairs, then odd pairs, alternately) propose to exchange states, accepted with
+    probability min(1, exp(E_i(w_i) + E_j(w_j) − E_i(w_j) − E_j(w_i))), E_i = n_i L_{n_i}
+    (the prior is the same at every rung and cancels). This is a valid MCMC move for the
+    product of the rung posteriors, so barriers that trap a chain at large n are crossed by
+    states that travel down to small n, where the posterior is diffuse, and back. The last
+    ``num_draws`` draws are kept, evenly spaced over the second half of the run.
+    """
+    if data.dim() != 2:
+        raise ValueError(f"data must be (N, c), got {tuple(data.shape)}")
+    if len(ns) < 2 or any(b <= a for a, b in zip(ns, ns[1:])) or ns[0] < 1 or ns[-1] > len(data):
+        raise ValueError(f"ns must be >= 2 strictly increasing ints in [1, {len(data)}], got {ns}")
+    if not (num_chains >= 1 and num_steps >= 2 and 1 <= num_draws <= num_steps // 2 and swap_every >= 1):
+        raise ValueError(
+            f"need num_chains >= 1, num_steps >= 2, 1 <= num_draws <= num_steps // 2, swap_every >= 1; "
+            f"got {num_chains}, {num_steps}, {num_draws}, {swap_every}"
+        )
+    if step_scale <= 0 or prior_std <= 0 or init_scale <= 0:
+        raise ValueError(f"step_scale, prior_std, init_scale must be > 0; got {step_scale}, {prior_std}, {init_scale}")
+    R, C, c = len(ns), num_chains, data.shape[1]
+    g = torch.Generator().manual_seed(int(seed))
+    W = torch.randn(R, C, r, c, generator=g) * init_scale
+    b = torch.randn(R, C, c, generator=g) * init_scale
+    xs = [data[:n] for n in ns]
+    xe = [x.unsqueeze(0).expand(C, -1, -1) for x in xs]
+    eps = torch.tensor([step_scale / n for n in ns])
+    prec = 1.0 / prior_std**2
+    keep = set(torch.linspace(num_steps // 2, num_steps - 1, num_draws).round().long().tolist())
+    out_W, out_b, out_visit = [], [], []
+    accepted, proposed = torch.zeros(R - 1), torch.zeros(R - 1)
+    visited = torch.zeros(R, C, dtype=torch.bool)  # the state now at (rung, chain) was at rung 0
+    rounds = 0
+    for t in range(num_steps):
+        for i in range(R):
+            dW, db = loss_grad(W[i], b[i], xe[i])
+            e = float(eps[i])
+            W[i] += e / 2 * (-ns[i] * dW - prec * W[i]) + math.sqrt(e) * torch.randn(W[i].shape, generator=g)
+            b[i] += e / 2 * (-ns[i] * db - prec * b[i]) + math.sqrt(e) * torch.randn(b[i].shape, generator=g)
+        visited[0] = True
+        if (t + 1) % swap_every == 0:
+            for i in range(rounds % 2, R - 1, 2):
+                j = i + 1
+                log_a = (
+                    _energy(W[i], b[i], xs[i]) + _energy(W[j], b[j], xs[j])
+                    - _energy(W[j], b[j], xs[i]) - _energy(W[i], b[i], xs[j])
+                )
+                acc = torch.rand(C, generator=g).log() < log_a
+                for arr in (W, b, visited):
+                    arr[i, acc], arr[j, acc] = arr[j, acc].clone(), arr[i, acc].clone()
+                accepted[i] += acc.sum()
+                proposed[i] += C
+            rounds += 1
+        if t in keep:
+            out_W.append(W.clone())
+            out_b.append(b.clone())
+            out_visit.append(visited.clone())
+            visited = torch.zeros(R, C, dtype=torch.bool)
+    if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
+        raise FloatingPointError(f"Langevin chains diverged; try a step_scale smaller than {step_scale:g}")
+    return TemperedDraws(
+        list(ns), torch.stack(out_W), torch.stack(out_b), accepted / proposed.clamp(min=1),
+        torch.stack(out_visit).float().mean(0),
+    )
 
 
 def free_energy_crossing(dloss: float, dlambda: float, dconst: float = 0.0) -> float:
