@@ -6,8 +6,9 @@ fine grid; a *milestone* is a place where the slope crosses zero (type-A/type-B 
 between two stages of the same type, where ``|slope|`` falls below a tolerance **and** is a local
 minimum of ``|slope|``. Stages are the intervals between milestones, snapped to checkpoints.
 
-Flat stretches at the start or end (``|slope|`` below the tolerance) are absorbed into the
-adjacent stage rather than creating stages of their own.
+Candidate stages over which the smoothed LLC barely moves (noise wiggles, flat starts and ends)
+are merged away, so they never become stages of their own; a larger tolerance only adds
+milestones (the near-plateau sub-stages of the paper's Table 5).
 
 Used by ``book/regression/stages.md`` and the language chapters.
 """
@@ -78,26 +79,43 @@ def _milestone_indices(slope: NDArray[np.float64], mean: NDArray[np.float64],
                        z: float) -> list[int]:
     """Grid indices of milestones following A.5.
 
-    Grid points are ``+`` (slope > tol), ``-`` (slope < -tol) or flat. A run of ``+`` or ``-``
-    points over which the smoothed LLC moves by less than ``min_change``, or by less than ``z``
-    posterior standard deviations of the GP mean at its two ends, is noise and counts as flat. Every flat run (or direct sign change) lying *between* two non-flat runs gives one
-    milestone, at the minimum of ``|slope|`` inside it (a zero crossing when the signs differ, a
-    local minimum of ``|slope|`` below the tolerance when they agree). Flat runs touching either
-    end of the curve give none.
+    Candidates are the zero crossings of the slope and the local minima of ``|slope|`` below
+    ``tolerance`` (so a larger tolerance only adds candidates). A candidate stage over which the
+    smoothed LLC moves by less than ``min_change``, or by less than ``z`` GP predictive standard
+    deviations at its ends, is noise: the least significant such stage is merged away (at either
+    end of the curve it joins its neighbour, so flat starts and ends make no stages; inside, its
+    two milestones become one, at its minimum of ``|slope|``) until every stage is significant.
     """
-    sign = np.where(slope > tolerance, 1, np.where(slope < -tolerance, -1, 0))
-    # monotone runs (constant non-zero sign); those that move the LLC too little are flat
-    def significant(a: int, b: int) -> bool:
-        change = abs(mean[b] - mean[a])
-        return change >= min_change and change >= z * np.hypot(std[a], std[b])
+    n = slope.shape[0]
+    a = np.abs(slope)
+    cand = set()
+    for k in np.flatnonzero(np.sign(slope[1:]) != np.sign(slope[:-1])):
+        cand.add(int(k) if a[k] <= a[k + 1] else int(k) + 1)
+    minima = (a[1:-1] <= a[:-2]) & (a[1:-1] <= a[2:]) & (a[1:-1] < tolerance)
+    cand.update(int(k) + 1 for k in np.flatnonzero(minima))
+    bounds = [0] + sorted(c for c in cand if 0 < c < n - 1) + [n - 1]
 
-    runs = [r for v in (1, -1) for r in _runs(sign == v) if significant(r[0], r[1] - 1)]
-    runs.sort()
-    out: list[int] = []
-    for (_, end_a), (start_b, _) in zip(runs[:-1], runs[1:]):
-        lo, hi = end_a - 1, start_b + 1  # the flat gap (maybe empty) plus its edge points
-        out.append(lo + int(np.argmin(np.abs(slope[lo:hi]))))
-    return out
+    def change(k: int) -> float:
+        return abs(mean[bounds[k + 1]] - mean[bounds[k]])
+
+    def significant(k: int) -> bool:
+        i, j = bounds[k], bounds[k + 1]
+        return change(k) >= min_change and change(k) >= z * np.hypot(std[i], std[j])
+
+    while len(bounds) > 2:
+        weak = [k for k in range(len(bounds) - 1) if not significant(k)]
+        if not weak:
+            break
+        k = min(weak, key=change)
+        if k == 0:
+            del bounds[1]
+        elif k == len(bounds) - 2:
+            del bounds[-2]
+        else:
+            i, j = bounds[k], bounds[k + 1]
+            bounds[k:k + 2] = [i + int(np.argmin(a[i:j + 1]))]
+            bounds = sorted(set(bounds))
+    return bounds[1:-1]
 
 
 def fit_gp(
@@ -159,10 +177,10 @@ def find_stages(
     tolerance in LLC units per unit of the time axis (``d llc / d ln(t + time_offset)`` for log
     time); when ``None`` it is ``rel_tolerance`` times the largest ``|slope|``. Raising it finds
     near-plateaus (sub-stages, Table 5). ``time_offset`` keeps step 0 finite on the log axis.
-    ``length_scale_bounds`` are fractions of the (log-)time range. A monotone stretch over which
+    ``length_scale_bounds`` are fractions of the (log-)time range. A candidate stage over which
     the smoothed LLC moves by less than ``min_change`` (LLC units; default 5 % of the smoothed
-    LLC's range) or by less than ``z`` GP predictive standard deviations (noise included) counts as
-    flat, so noise wiggles on flat starts and ends make no stages. Type is ``"A"`` where the
+    LLC's range) or by less than ``z`` GP predictive standard deviations (noise included) is
+    merged away, so noise wiggles and flat starts and ends make no stages. Type is ``"A"`` where the
     smoothed LLC rises over the stage and ``"B"`` where it falls; ``dllc`` is the change of the
     GP mean over the stage, ``dloss`` the change of the raw ``losses`` (NaN without them).
     With ``return_fit=True`` also returns the :class:`StageFit` used.
@@ -208,7 +226,8 @@ def find_stages(
         raise ValueError(f"min_change must be >= 0, got {min_change}")
 
     # milestones on the grid, snapped to the nearest checkpoint on the time axis
-    snapped = sorted({int(np.argmin(np.abs(x - xg[i]))) for i in _milestone_indices(slope, mean, std, tol, min_change, z)})
+    found = _milestone_indices(slope, mean, std, tol, min_change, z)
+    snapped = sorted({int(np.argmin(np.abs(x - xg[i]))) for i in found})
     bounds = [0] + [i for i in snapped if 0 < i < n - 1] + [n - 1]
     mean_at = np.interp(x, xg, mean)
     rows = []
