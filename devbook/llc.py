@@ -37,13 +37,21 @@ DIAGNOSES = ("ok", "diverged", "not_converged", "escaped")
 
 # Diagnosis constants (see _diagnose): a difference counts when it exceeds Z_SCORE standard
 # errors and, for a trend, the online trace also moved by TREND_RTOL · max(|λ̂|, TREND_FLOOR).
+# RHAT_MAX: split-R̂ above it means the chains have not mixed (the estimate is still drifting).
+# Measured at the suggested settings of every devbook.known case (seeds 0-3): split-R̂ <= 1.10;
+# with ε cut 100-200x and no burn-in: >= 1.37 (see tests/test_llc.py).
 Z_SCORE = 3.0
 TREND_RTOL = 0.1
 TREND_FLOOR = 0.1
+RHAT_MAX = 1.2
 
 
 class LLCDivergenceWarning(UserWarning):
     """Some SGLD chains diverged and were left out of the estimate."""
+
+
+class LLCConvergenceWarning(UserWarning):
+    """The SGLD chains have not mixed (split-R̂ > RHAT_MAX): the estimate is still drifting."""
 
 
 class LLCDivergenceError(RuntimeError):
@@ -117,7 +125,8 @@ class LLCResult:
     per_chain (C,): λ̂_c = nβ (mean_t L_t^{(c)} − L_n(w*)). loss_trace (C, T): recycled
     minibatch losses. llc_trace_per_chain (C, T): online estimate nβ (mean_{s≤t} L_s − L_n(w*))
     (E.3.4); llc_trace (T,): its mean over non-diverged chains (llc_trace[-1] == mean).
-    diagnosis: per chain, one of DIAGNOSES.
+    diagnosis: per chain, one of DIAGNOSES. rhat: split-R̂ of the draws of the non-diverged
+    chains (nan when undefined: T < 8 or constant draws); converged: rhat <= RHAT_MAX (or nan).
     """
 
     mean: float
@@ -134,6 +143,8 @@ class LLCResult:
     vectorized: bool
     num_params: int
     seconds: float
+    rhat: float = float("nan")
+    converged: bool = True
 
     @property
     def kept(self) -> np.ndarray:
@@ -142,8 +153,9 @@ class LLCResult:
 
     def summary(self) -> str:
         counts = {d: self.diagnosis.count(d) for d in DIAGNOSES if d in self.diagnosis}
+        drift = "" if self.converged else f"; NOT CONVERGED, split-R̂ = {self.rhat:.3g}"
         return (f"LLC {self.mean:.4g} ± {self.std:.2g} (std over {int(self.kept.sum())} chains; "
-                f"{counts}); L_n(w*) = {self.init_loss:.6g}, nβ = {self.nbeta:.4g}, "
+                f"{counts}{drift}); L_n(w*) = {self.init_loss:.6g}, nβ = {self.nbeta:.4g}, "
                 f"{self.config.num_chains}×{self.config.num_steps} steps in {self.seconds:.2f} s")
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,33 +226,62 @@ def _sem(x: np.ndarray) -> float:
     return float(means.std(ddof=1) / math.sqrt(k))
 
 
-def _diagnose(x: np.ndarray, diverged: np.ndarray) -> list[str]:
-    """Diagnose each chain from its draws x[c, t] = nβ (L_t − L_n(w*)) (Figure 41 failure modes).
+def split_rhat(x: np.ndarray) -> float:
+    """Split-R̂ (Gelman et al., BDA3 §11.4) of draws x (C, T): each chain is cut into halves and
+    the variance between the 2C half-means is compared with the variance within them; it is
+    ≈ 1 when the chains have mixed and larger when they still trend or disagree. nan when
+    T < 8 or the draws are constant."""
+    C, T = x.shape
+    h = T // 2
+    if h < 4:
+        return float("nan")
+    halves = np.concatenate([x[:, :h], x[:, T - h:]])  # (2C, h)
+    within = halves.var(axis=1, ddof=1).mean()
+    between = h * halves.mean(axis=1).var(ddof=1)
+    if not within > 0:
+        return float("nan")
+    return float(math.sqrt(((h - 1) / h * within + between / h) / within))
+
+
+def _diagnose(x: np.ndarray, diverged: np.ndarray) -> tuple[list[str], float]:
+    """Diagnose each chain from its draws x[c, t] = nβ (L_t − L_n(w*)) (Figure 41 failure modes);
+    also return the split-R̂ of the non-diverged chains.
 
     diverged (C,): set by the caller (non-finite or exploding loss). Otherwise, with q = T // 4
     (T >= 8; shorter chains are only checked for divergence), Q4 the mean of the last quarter
     of draws, H the mean of the rest, and se(·) standard errors from 4 batch means each:
     "escaped" when Q4 + Z_SCORE · se(Q4) < 0: the chain settled below L_n(w*) (a better
     optimum nearby; λ̂ < 0 beyond noise).
-    "not_converged" when the online trace λ̂_t moved by more than TREND_RTOL · max(|λ̂_T|,
-    TREND_FLOOR) over the last quarter and |Q4 − H| > Z_SCORE · hypot(se(H), se(Q4)): the
-    draws still trend at the end. Per-chain tests are weak for tiny models (few coordinates
-    make a single chain noisy) and sharp for real networks, whose loss sums many coordinates.
+    "not_converged" when either
+    (1) the online trace λ̂_t moved by more than TREND_RTOL · max(|λ̂_T|, TREND_FLOOR) over the
+    last quarter and |Q4 − H| > Z_SCORE · hypot(se(H), se(Q4)): the chain's own draws still
+    trend at the end. Sharp for real networks, whose loss sums many coordinates; weak for tiny
+    models, where the slow wandering of one chain inflates its own standard errors; or
+    (2) the chains have not mixed (split-R̂ > RHAT_MAX, a test across chains, which are
+    independent) and this chain's online trace moved by more than TREND_RTOL · max(|λ̂_T|,
+    TREND_FLOOR) over the last half.
     """
     out = ["diverged" if d else "ok" for d in diverged]
     T = x.shape[1]
     q = T // 4
     if q < 2:
-        return out
-    for c in np.flatnonzero(~diverged):
+        return out, float("nan")
+    kept = np.flatnonzero(~diverged)
+    rhat = split_rhat(x[kept])
+    unmixed = rhat > RHAT_MAX
+    h = T // 2
+    for c in kept:
         head, q4 = x[c, :T - q], x[c, -q:]
-        final, before = x[c].mean(), head.mean()
+        final, before, first_half = x[c].mean(), head.mean(), x[c, :h].mean()
+        scale = TREND_RTOL * max(abs(final), TREND_FLOOR)
         if q4.mean() + Z_SCORE * _sem(q4) < 0:
             out[c] = "escaped"
-        elif (abs(final - before) > TREND_RTOL * max(abs(final), TREND_FLOOR)
+        elif (abs(final - before) > scale
               and abs(q4.mean() - before) > Z_SCORE * math.hypot(_sem(head), _sem(q4))):
             out[c] = "not_converged"
-    return out
+        elif unmixed and abs(final - first_half) > scale:
+            out[c] = "not_converged"
+    return out, rhat
 
 
 @torch.no_grad()
@@ -401,10 +442,17 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
         per_chain = x.mean(axis=1)
         online = np.cumsum(x, axis=1) / np.arange(1, cfg.num_draws + 1)
     kept = np.array([c not in reasons for c in range(C)])
-    diagnosis = _diagnose(x, ~kept)
+    diagnosis, rhat = _diagnose(x, ~kept)
+    converged = not rhat > RHAT_MAX
+    if not converged:
+        warnings.warn(f"the estimate is still drifting: the SGLD chains have not mixed (split-R̂ = "
+                      f"{rhat:.3g} > {RHAT_MAX}; {diagnosis.count('not_converged')} of {C} chains "
+                      "not_converged): increase num_draws or epsilon (or add burn-in)",
+                      LLCConvergenceWarning, stacklevel=2)
     good = per_chain[kept]
     return LLCResult(
         mean=float(good.mean()), std=float(good.std(ddof=1)) if good.size > 1 else float("nan"),
         per_chain=per_chain, init_loss=init_loss, loss_trace=loss_trace,
         llc_trace=online[kept].mean(axis=0), llc_trace_per_chain=online, diagnosis=diagnosis,
-        config=cfg, nbeta=nbeta, seed=int(seed), vectorized=vectorize, num_params=dim, seconds=seconds)
+        config=cfg, nbeta=nbeta, seed=int(seed), vectorized=vectorize, num_params=dim, seconds=seconds,
+        rhat=rhat, converged=converged)
