@@ -22,6 +22,7 @@ book: $(STAMP)
 	$(PY) -m devbook build --preset $(PRESET)
 
 test: $(STAMP)
+	rm -rf _build/executed/smoke
 	$(PY) -m pytest tests -q
 	$(PY) -m pytest --nbval-lax -p no:cacheprovider -q _build/executed/smoke
 
