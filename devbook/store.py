@@ -22,9 +22,7 @@ API:
   ``Run.complete``, ``Run.checkpoint_steps()``, ``Run.load_weights(step)``,
   ``Run.load_into(model, step)``, ``Run.metrics()`` (a DataFrame), ``Run.cached(name,
   eval_config, compute)``.
-- :class:`Trainer` (protocol) and :class:`StandardTrainer` (model + optimiser + scheduler +
-  named ``torch.Generator``s + a step function), driven by :func:`train_run`, which resumes a
-  killed run from its last checkpoint and ends bitwise-identical to an uninterrupted run.
+- Training into a run (resumable, bitwise) lives in :mod:`devbook.training`.
 
 All writes are atomic (temporary file + ``os.replace``). Loading verifies every checkpoint
 against the manifest (size, sha256), its own metadata (run key, step) and the weight schema; a
@@ -44,14 +42,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from tqdm import tqdm
 
 from devbook.paths import cache_dir
 
@@ -360,7 +357,19 @@ class Run:
             f.write(json.dumps(dict(row)) + "\n")
             f.flush()
 
-    def _truncate_metrics(self, step: int) -> None:
+    def start_plan(self, plan: Mapping[str, Any]) -> None:
+        """Record the training plan of a run that has no saved state yet."""
+        m = self.manifest()
+        m["plan"] = dict(plan)
+        _write_json(self.manifest_file, m)
+
+    def remove_partial_writes(self) -> None:
+        """Delete temporary files left by a process killed mid-write."""
+        for tmp in self.path.glob(".*.tmp-*"):
+            tmp.unlink()
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metric rows logged after ``step`` (a resumed run logs them again)."""
         rows = self._metric_rows(strict=False)
         text = "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
         atomic_write_bytes(self.metrics_file, text.encode())
@@ -496,140 +505,3 @@ def open_run(config: Mapping[str, Any], root: Path | None = None) -> Run:
     else:
         _write_json(cfile, config)
     return Run(config=config, path=path)
-
-
-# ----------------------------------------------------------------------------- resumable training
-class Trainer(Protocol):
-    """What :func:`train_run` drives: a model plus everything else a resume needs.
-
-    ``train_step(step)`` performs update number ``step + 1`` (from the weights after ``step``
-    updates) and returns scalars to log; ``state_dict``/``load_state_dict`` cover everything but
-    the model weights (optimiser, scheduler, generators, sampler state), as tensors, dicts,
-    lists, tuples and scalars (see :func:`flatten_state`).
-    """
-
-    model: torch.nn.Module
-
-    def train_step(self, step: int) -> Mapping[str, float]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
-
-
-@dataclass
-class StandardTrainer:
-    """A :class:`Trainer` from a model, an optimiser, an optional LR scheduler and generators.
-
-    ``loss_fn(trainer, step) -> loss`` draws its batch from ``trainer.generators`` and returns the
-    scalar loss tensor; ``train_step`` zeroes gradients, back-propagates, steps the optimiser and
-    scheduler, and returns ``{"loss": ..., "lr": ...}`` (the learning rate used for this update).
-    """
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: Callable[[StandardTrainer, int], torch.Tensor]
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    generators: dict[str, torch.Generator] = field(default_factory=dict)
-
-    def train_step(self, step: int) -> dict[str, float]:
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self, step)
-        loss.backward()
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return {"loss": float(loss.detach()), "lr": lr}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                "generators": {k: g.get_state() for k, g in self.generators.items()}}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if set(state["generators"]) != set(self.generators):
-            raise StoreError(f"saved generators {sorted(state['generators'])} differ from "
-                             f"{sorted(self.generators)}")
-        for k, g in self.generators.items():
-            g.set_state(state["generators"][k])
-
-
-def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
-              checkpoint_steps: list[int], *, log_every: int = 100, keep_state: str = "last",
-              progress: bool = True, desc: str | None = None) -> Run:
-    """Train ``run`` to ``total_steps`` updates, resuming from its last saved state; returns it.
-
-    ``make_trainer()`` builds a freshly initialised trainer (deterministic from the config);
-    weights are saved at every step in ``checkpoint_steps`` (0 = initialisation) and at
-    ``total_steps``, each with the full training state (``keep_state="last"`` keeps only the
-    newest state; ``"all"`` keeps every one). Every ``log_every`` updates the mean of the
-    trainer's scalars over those updates is appended to the metrics log. A run killed at any
-    point resumes from its last checkpoint and ends bitwise-identical (weights and log) to an
-    uninterrupted one. A complete run returns at once.
-    """
-    if total_steps < 1 or log_every < 1:
-        raise ValueError(f"total_steps ({total_steps}) and log_every ({log_every}) must be >= 1")
-    if keep_state not in ("last", "all"):
-        raise ValueError(f"keep_state must be 'last' or 'all', got {keep_state!r}")
-    bad = [s for s in checkpoint_steps if not 0 <= int(s) <= total_steps]
-    if bad:
-        raise ValueError(f"checkpoint steps {bad[:5]} lie outside [0, {total_steps}]")
-    ckpts = sorted({int(s) for s in checkpoint_steps} | {total_steps})
-    plan = {"total_steps": total_steps, "checkpoint_steps": ckpts, "log_every": log_every}
-    with run.lock():
-        m = run.manifest()
-        if m["plan"] is not None and m["plan"] != plan:
-            raise StoreError(f"{run.manifest_file}: run was started with another plan "
-                             f"(total_steps {m['plan']['total_steps']}, "
-                             f"{len(m['plan']['checkpoint_steps'])} checkpoints)")
-        if run.complete:
-            return run
-        for tmp in run.path.glob(".*.tmp-*"):  # left by a process killed mid-write
-            tmp.unlink()
-        trainer = make_trainer()
-        saved = sorted(int(s) for s in m["states"])
-        if saved:
-            start = saved[-1]
-            run.load_into(trainer.model, start)
-            state = run.load_state(start)
-            trainer.load_state_dict(state["trainer"])
-            torch.set_rng_state(state["torch_rng"])
-            acc: dict[str, Any] = state["log_acc"]
-        else:
-            start, acc = 0, {"n": 0, "sums": {}}
-            m["plan"] = plan
-            _write_json(run.manifest_file, m)
-        run._truncate_metrics(start)
-
-        def save(step: int) -> None:
-            state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
-                     "log_acc": acc}
-            run.save_checkpoint(step, trainer.model.state_dict(), state, keep_state)
-
-        if start == 0 and 0 in ckpts:
-            save(0)
-        todo = set(ckpts)
-        bar = tqdm(total=total_steps, initial=start, disable=not progress,
-                   desc=desc or f"train {run.path.name}", mininterval=1.0)
-        for step in range(start, total_steps):
-            scalars = trainer.train_step(step)
-            done = step + 1
-            acc["n"] += 1
-            for k, v in scalars.items():
-                acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
-            if done % log_every == 0 or done == total_steps:
-                row = {"step": done, **{k: v / acc["n"] for k, v in acc["sums"].items()}}
-                run.log_metrics(row)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
-                acc = {"n": 0, "sums": {}}
-            if done in todo:
-                save(done)
-            bar.update(1)
-        bar.close()
-        run.mark_complete({"total_steps": total_steps, "checkpoints": len(ckpts)})
-    return run

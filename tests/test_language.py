@@ -126,7 +126,8 @@ from devbook.language import config as lcfg  # noqa: E402
 from devbook.language import metrics as lm  # noqa: E402
 from devbook.language.data import language_data  # noqa: E402
 from devbook.language.model import loss_fn, make_model, num_parameters, token_losses  # noqa: E402
-from devbook.store import open_run, train_run  # noqa: E402
+from devbook.store import open_run  # noqa: E402
+from devbook.training import train_run  # noqa: E402
 
 
 @pytest.fixture()

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from devbook.regression import (PAPER_PARAMETER_COUNT, RegressionData, RegressionTransformer,
-                                checkpoint_schedule, ed_checkpoint_steps, fixed_dataset,
+                                ed_checkpoint_steps, fixed_dataset,
                                 llc_checkpoint_steps, generator, load_model,
                                 loss_fn, make_optimizer, make_trainer, parameter_count, readout,
                                 regression_config, tokenise, train)
 from devbook.regression import metrics as M
-from devbook.store import open_run, train_run
+from devbook.store import open_run
+from devbook.training import checkpoint_schedule, train_run
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devbook.regression.train import checkpoint_schedule
+from devbook.training import checkpoint_schedule
 from devbook.stages import find_stages
 
 STEPS = np.array(checkpoint_schedule(500_000))  # the paper's LLC checkpoints (190)

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from devbook.store import (CheckpointError, StandardTrainer, StoreError, config_key,
-                           flatten_state, open_run, train_run, unflatten_state)
+from devbook.store import (CheckpointError, StoreError, config_key, flatten_state, open_run,
+                           unflatten_state)
+from devbook.training import StandardTrainer, train_run
 
 CONFIG = {"setting": "toy", "seed": 3, "lr": 0.01, "width": 8}
 STEPS, CKPTS = 30, [0, 1, 5, 10, 20]

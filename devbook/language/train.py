@@ -3,7 +3,7 @@
 AdamW (lr 1e-3, betas (0.9, 0.999), weight decay 0.05), no schedule; each step draws a batch
 of random windows from the training stream (:mod:`devbook.language.data`). Checkpoints: the
 union of log- and linear-spaced steps (:func:`checkpoints`). Resumable
-through :func:`devbook.store.train_run`, with a progress bar.
+through :func:`devbook.training.train_run`, with a progress bar.
 
 API: :func:`train` ``(config) -> Run``, :func:`load_model` ``(run, step)``,
 :func:`make_trainer`, :func:`checkpoints`. Used by ``book/language/stages.md``.
@@ -15,13 +15,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from devbook.language.config import validate
 from devbook.language.data import language_data
 from devbook.language.model import loss_fn, make_model
-from devbook.store import Run, StandardTrainer, open_run, train_run
+from devbook.store import Run, open_run
+from devbook.training import StandardTrainer, checkpoint_schedule, train_run
 
 
 def generator(seed: int, purpose: str) -> torch.Generator:
@@ -32,10 +32,8 @@ def generator(seed: int, purpose: str) -> torch.Generator:
 
 def checkpoints(config: dict[str, Any]) -> list[int]:
     """Checkpoint steps: ``n_log`` log-spaced in ``[1, T]`` ∪ ``n_linear`` linear-spaced in ``[0, T]``."""
-    total = config["num_steps"]
-    log = np.round(np.logspace(0, np.log10(total), config["n_log_checkpoints"]))
-    lin = np.round(np.linspace(0, total, config["n_linear_checkpoints"]))
-    return sorted({int(s) for s in np.concatenate([log, lin])} | {0, total})
+    return checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
+                               config["n_linear_checkpoints"])
 
 
 def make_trainer(config: dict[str, Any]) -> StandardTrainer:

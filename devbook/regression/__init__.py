@@ -14,14 +14,13 @@ from devbook.regression.data import (Batch, RegressionData, derive_seed, fixed_d
                                      generator, readout, sgld_dataset, tokenise)
 from devbook.regression.model import (PAPER_PARAMETER_COUNT, RegressionTransformer, loss_fn,
                                       parameter_count)
-from devbook.regression.train import (checkpoint_schedule, ed_checkpoint_steps,
-                                      llc_checkpoint_steps, load_model, make_optimizer,
+from devbook.regression.train import (ed_checkpoint_steps, llc_checkpoint_steps, load_model, make_optimizer,
                                       make_trainer, train)
 
 __all__ = [
     "CPU_PRESET_NOTE", "TABLE", "regression_config", "validate", "Batch", "RegressionData",
     "derive_seed", "fixed_dataset", "generator", "readout", "sgld_dataset", "tokenise", "PAPER_PARAMETER_COUNT",
-    "RegressionTransformer", "loss_fn", "parameter_count", "checkpoint_schedule",
+    "RegressionTransformer", "loss_fn", "parameter_count",
     "ed_checkpoint_steps", "llc_checkpoint_steps", "load_model",
     "make_optimizer", "make_trainer", "train",
 ]

@@ -4,7 +4,7 @@ Adam (β = (0.9, 0.999), no weight decay) with OneCycleLR: max lr 3e-3, 50 % lin
 linear annealing, ``div_factor = final_div_factor = steps/2 − 1`` (so the lr starts at
 ``max_lr / (steps/2 − 1)``); momentum is not cycled (betas stay at (0.9, 0.999)). Batch 256,
 one fresh batch per step (single epoch). Checkpoints: the union of log-spaced and
-linear-spaced steps (:func:`checkpoint_schedule`).
+linear-spaced steps (:func:`devbook.training.checkpoint_schedule`).
 
 API:
 
@@ -14,7 +14,7 @@ API:
 - :func:`llc_checkpoint_steps` ``(config)``: the log ∪ linear schedule for the LLC sweep and the
   stage metrics (190 steps at paper); :func:`ed_checkpoint_steps` ``(config)``: the dense
   linear schedule for essential dynamics (5,000 at paper). The run saves the union of both.
-- :func:`make_trainer`, :func:`make_optimizer`, :func:`checkpoint_schedule`.
+- :func:`make_trainer`, :func:`make_optimizer`.
 
 Used by every regression chapter.
 """
@@ -24,24 +24,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from devbook.regression.config import validate
 from devbook.regression.data import RegressionData, generator
 from devbook.regression.model import RegressionTransformer, loss_fn
-from devbook.store import Run, StandardTrainer, open_run, train_run
-
-
-def checkpoint_schedule(total_steps: int, n_log: int = 100, n_linear: int = 100) -> list[int]:
-    """Sorted distinct steps: ``n_linear`` linear-spaced in ``[0, T]`` ∪ ``n_log`` log-spaced in
-    ``[1, T]`` (rounded to integers; 190 distinct for the paper's 100 + 100 over 500k)."""
-    if total_steps < 1 or n_log < 0 or n_linear < 0:
-        raise ValueError(f"need total_steps >= 1, n_log >= 0, n_linear >= 0; got "
-                         f"{total_steps}, {n_log}, {n_linear}")
-    lin = np.rint(np.linspace(0, total_steps, n_linear)) if n_linear else np.array([])
-    log = np.rint(np.logspace(0, np.log10(total_steps), n_log)) if n_log else np.array([])
-    return sorted({int(s) for s in np.concatenate([lin, log])} | {0, total_steps})
+from devbook.store import Run, open_run
+from devbook.training import StandardTrainer, checkpoint_schedule, train_run
 
 
 def llc_checkpoint_steps(config: dict[str, Any]) -> list[int]:

@@ -1,0 +1,165 @@
+"""Resumable training into a run of :mod:`devbook.store`, and the checkpoint schedule.
+
+- :class:`Trainer` (protocol) and :class:`StandardTrainer` (model + optimiser + scheduler +
+  named ``torch.Generator``s + a step function), driven by :func:`train_run`, which resumes a
+  killed run from its last checkpoint and ends bitwise-identical to an uninterrupted run.
+- :func:`checkpoint_schedule`: log-spaced ∪ linear-spaced steps (SPEC §4, §5), used by the
+  regression and language runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from devbook.store import Run, StoreError
+
+
+def checkpoint_schedule(total_steps: int, n_log: int = 100, n_linear: int = 100) -> list[int]:
+    """Sorted distinct steps: ``n_linear`` linear-spaced in ``[0, T]`` ∪ ``n_log`` log-spaced in
+    ``[1, T]`` (rounded to integers; 190 distinct for the paper's 100 + 100 over 500k)."""
+    if total_steps < 1 or n_log < 0 or n_linear < 0:
+        raise ValueError(f"need total_steps >= 1, n_log >= 0, n_linear >= 0; got "
+                         f"{total_steps}, {n_log}, {n_linear}")
+    lin = np.rint(np.linspace(0, total_steps, n_linear)) if n_linear else np.array([])
+    log = np.rint(np.logspace(0, np.log10(total_steps), n_log)) if n_log else np.array([])
+    return sorted({int(s) for s in np.concatenate([lin, log])} | {0, total_steps})
+
+
+class Trainer(Protocol):
+    """What :func:`train_run` drives: a model plus everything else a resume needs.
+
+    ``train_step(step)`` performs update number ``step + 1`` (from the weights after ``step``
+    updates) and returns scalars to log; ``state_dict``/``load_state_dict`` cover everything but
+    the model weights (optimiser, scheduler, generators, sampler state), as tensors, dicts,
+    lists, tuples and scalars (see :func:`flatten_state`).
+    """
+
+    model: torch.nn.Module
+
+    def train_step(self, step: int) -> Mapping[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@dataclass
+class StandardTrainer:
+    """A :class:`Trainer` from a model, an optimiser, an optional LR scheduler and generators.
+
+    ``loss_fn(trainer, step) -> loss`` draws its batch from ``trainer.generators`` and returns the
+    scalar loss tensor; ``train_step`` zeroes gradients, back-propagates, steps the optimiser and
+    scheduler, and returns ``{"loss": ..., "lr": ...}`` (the learning rate used for this update).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[StandardTrainer, int], torch.Tensor]
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self, step)
+        loss.backward()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss": float(loss.detach()), "lr": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "generators": {k: g.get_state() for k, g in self.generators.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if set(state["generators"]) != set(self.generators):
+            raise StoreError(f"saved generators {sorted(state['generators'])} differ from "
+                             f"{sorted(self.generators)}")
+        for k, g in self.generators.items():
+            g.set_state(state["generators"][k])
+
+
+def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
+              checkpoint_steps: list[int], *, log_every: int = 100, keep_state: str = "last",
+              progress: bool = True, desc: str | None = None) -> Run:
+    """Train ``run`` to ``total_steps`` updates, resuming from its last saved state; returns it.
+
+    ``make_trainer()`` builds a freshly initialised trainer (deterministic from the config);
+    weights are saved at every step in ``checkpoint_steps`` (0 = initialisation) and at
+    ``total_steps``, each with the full training state (``keep_state="last"`` keeps only the
+    newest state; ``"all"`` keeps every one). Every ``log_every`` updates the mean of the
+    trainer's scalars over those updates is appended to the metrics log. A run killed at any
+    point resumes from its last checkpoint and ends bitwise-identical (weights and log) to an
+    uninterrupted one. A complete run returns at once.
+    """
+    if total_steps < 1 or log_every < 1:
+        raise ValueError(f"total_steps ({total_steps}) and log_every ({log_every}) must be >= 1")
+    if keep_state not in ("last", "all"):
+        raise ValueError(f"keep_state must be 'last' or 'all', got {keep_state!r}")
+    bad = [s for s in checkpoint_steps if not 0 <= int(s) <= total_steps]
+    if bad:
+        raise ValueError(f"checkpoint steps {bad[:5]} lie outside [0, {total_steps}]")
+    ckpts = sorted({int(s) for s in checkpoint_steps} | {total_steps})
+    plan = {"total_steps": total_steps, "checkpoint_steps": ckpts, "log_every": log_every}
+    with run.lock():
+        m = run.manifest()
+        if m["plan"] is not None and m["plan"] != plan:
+            raise StoreError(f"{run.manifest_file}: run was started with another plan "
+                             f"(total_steps {m['plan']['total_steps']}, "
+                             f"{len(m['plan']['checkpoint_steps'])} checkpoints)")
+        if run.complete:
+            return run
+        run.remove_partial_writes()
+        trainer = make_trainer()
+        saved = sorted(int(s) for s in m["states"])
+        if saved:
+            start = saved[-1]
+            run.load_into(trainer.model, start)
+            state = run.load_state(start)
+            trainer.load_state_dict(state["trainer"])
+            torch.set_rng_state(state["torch_rng"])
+            acc: dict[str, Any] = state["log_acc"]
+        else:
+            start, acc = 0, {"n": 0, "sums": {}}
+            run.start_plan(plan)
+        run.truncate_metrics(start)
+
+        def save(step: int) -> None:
+            state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
+                     "log_acc": acc}
+            run.save_checkpoint(step, trainer.model.state_dict(), state, keep_state)
+
+        if start == 0 and 0 in ckpts:
+            save(0)
+        todo = set(ckpts)
+        bar = tqdm(total=total_steps, initial=start, disable=not progress,
+                   desc=desc or f"train {run.path.name}", mininterval=1.0)
+        for step in range(start, total_steps):
+            scalars = trainer.train_step(step)
+            done = step + 1
+            acc["n"] += 1
+            for k, v in scalars.items():
+                acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
+            if done % log_every == 0 or done == total_steps:
+                row = {"step": done, **{k: v / acc["n"] for k, v in acc["sums"].items()}}
+                run.log_metrics(row)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
+                acc = {"n": 0, "sums": {}}
+            if done in todo:
+                save(done)
+            bar.update(1)
+        bar.close()
+        run.mark_complete({"total_steps": total_steps, "checkpoints": len(ckpts)})
+    return run
