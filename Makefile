@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test unit chapters bench venv clean
+.PHONY: book test bench venv corpus clean
 
 venv: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-book: $(STAMP)
+# The language corpus comes from Debian packages (apt-get download; apt-get update if lists are missing).
+corpus: $(STAMP)
+	$(PY) -m devbook.language.corpus || { apt-get update -qq && $(PY) -m devbook.language.corpus; }
+
+book: $(STAMP) corpus
 	$(PY) -m devbook build --preset $(PRESET)
 
-test: $(STAMP)
+test: $(STAMP) corpus
 	rm -rf _build/executed/smoke
 	$(PY) -m pytest tests -q
 	$(PY) -m pytest --nbval-lax -p no:cacheprovider -q _build/executed/smoke
