@@ -66,3 +66,19 @@ def resolve(
             raise ValueError(f"unknown parameter {name!r}; valid parameters: {valid}")
         config[name] = coerce(name, value, config[name])
     return config
+
+
+def check_config(config: Mapping[str, Any], setting: str, reference: Mapping[str, Any],
+                 at_least_one: tuple[str, ...] = ()) -> None:
+    """Raise ``ValueError`` unless ``config`` is a full config of ``setting``: the same keys as
+    ``reference`` and every name in ``at_least_one`` >= 1."""
+    if config.get("setting") != setting:
+        raise ValueError(f"setting must be {setting!r}, got {config.get('setting')!r}")
+    missing = sorted(set(reference) - set(config))
+    extra = sorted(set(config) - set(reference))
+    if missing or extra:
+        raise ValueError(f"{setting} config: missing {missing}, unknown {extra}; valid keys: "
+                         f"{', '.join(reference)}")
+    for name in at_least_one:
+        if config[name] < 1:
+            raise ValueError(f"{name} must be >= 1, got {config[name]}")

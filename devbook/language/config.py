@@ -85,17 +85,8 @@ EVAL_TABLE: dict[str, dict[str, Any]] = {
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check a full language run config; return it, or raise ``ValueError`` saying what is wrong."""
-    if config.get("setting") != SETTING:
-        raise ValueError(f"setting must be {SETTING!r}, got {config.get('setting')!r}")
-    missing = sorted(set(_PAPER) - set(config))
-    extra = sorted(set(config) - set(_PAPER))
-    if missing or extra:
-        raise ValueError(f"language config: missing {missing}, unknown {extra}; valid keys: "
-                         f"{', '.join(_PAPER)}")
-    for name in ("n_layers", "d_model", "n_heads", "d_head", "batch_size", "num_steps",
-                 "log_every"):
-        if config[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {config[name]}")
+    presets.check_config(config, SETTING, _PAPER, ("n_layers", "d_model", "n_heads", "d_head",
+                                                  "batch_size", "num_steps", "log_every"))
     if config["n_layers"] not in (1, 2):
         raise ValueError(f"n_layers must be 1 or 2 (the paper's models), got {config['n_layers']}")
     if config["n_ctx"] < 8:

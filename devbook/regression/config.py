@@ -68,18 +68,9 @@ CPU_PRESET_NOTE = (
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check a full regression config; return it, or raise ``ValueError`` saying what is wrong."""
-    if config.get("setting") != SETTING:
-        raise ValueError(f"setting must be {SETTING!r}, got {config.get('setting')!r}")
-    missing = sorted(set(_PAPER) - set(config))
-    extra = sorted(set(config) - set(_PAPER))
-    if missing or extra:
-        raise ValueError(f"regression config: missing {missing}, unknown {extra}; valid keys: "
-                         f"{', '.join(_PAPER)}")
-    positive = ["task_dim", "num_examples", "d_model", "n_layers", "n_heads", "d_mlp",
-                "batch_size", "log_every"]
-    for name in positive:
-        if config[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {config[name]}")
+    presets.check_config(config, SETTING, _PAPER, ("task_dim", "num_examples", "d_model",
+                                                  "n_layers", "n_heads", "d_mlp", "batch_size",
+                                                  "log_every"))
     for name in ("version", "seed", "num_tasks", "n_log_checkpoints", "n_linear_checkpoints",
                  "n_ed_checkpoints"):
         if config[name] < 0:
