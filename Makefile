@@ -32,7 +32,8 @@ test: $(STAMP) corpus
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps -r benchmarks/requirements.txt
-	OMP_NUM_THREADS=1 $(PY) benchmarks/llc_vs_devinterp.py
+	$(PY) benchmarks/llc_vs_devinterp.py
+	$(PY) benchmarks/llc_vs_devinterp.py --threads 1
 	$(PY) benchmarks/regression.py
 
 clean:

@@ -6,19 +6,23 @@ L_n(w*) (the full-data loss, passed to devinterp as ``init_loss``). devinterp ru
 sequentially (``cores=1``) from a shuffled ``DataLoader`` as its documentation shows; devbook
 runs them together in one vmap. Printed per problem: both estimates (mean ± std over chains),
 their difference in standard errors, and the throughput ratio in chain-steps per second,
-measured in this one run, by wall clock and by this process's CPU time (both sides run on one
-thread, so the CPU-time ratio is the steadier one on a shared machine). A third line times a bare
+measured in this one run, by wall clock and by this process's CPU time. Each of the three timed
+runs (devinterp, devbook, the bare loop below) is repeated ``--repeats`` times, interleaved, and
+the median is reported (the estimates are bitwise the same in every repeat). Both sides use the
+same number of torch threads (``--threads``; default: all cores, as torch does). A third line times a bare
 PyTorch loop of gather + forward + backward, one chain at a time (no sampler at all), and gives
 both estimators' CPU time relative to it. For a compute-bound model (the MLP) vmap removes no
-FLOPs, so this loop is a floor on a chain-step and devinterp's relative cost bounds the ratio any
-sampler can reach; for a tiny model (the RRR) the loop is per-call overhead, which vmap amortises.
+FLOPs, so on one thread this loop is nearly a floor on a chain-step; with several threads the
+chains' batched matrix products keep the cores busier than one chain's do, so a vectorised
+sampler can beat it. For a tiny model (the RRR) the loop is per-call overhead, which vmap
+amortises.
 
 Parameter mapping (devinterp/optim/sgld.py, 1.3.2): Δw = −(lr/2)(nbeta·∇L_m + localization·
 (w − w0)) + sqrt(lr)·N(0, 1), i.e. SPEC §1 with ε = lr, γ = localization, nβ = nbeta. The
 script checks this on one step with shared gradient and noise before timing anything.
 
 Run:  .venv/bin/pip install --no-deps -r benchmarks/requirements.txt
-      OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llc_vs_devinterp.py [--quick]
+      .venv/bin/python benchmarks/llc_vs_devinterp.py [--threads N] [--repeats K] [--quick]
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ def check_step_mapping() -> float:
 
 
 class Clock:
-    """Wall-clock and process CPU seconds of a ``with`` block."""
+    """Wall-clock and process CPU seconds of a ``with`` block (or the medians of several)."""
+
+    @staticmethod
+    def median(clocks: list["Clock"]) -> "Clock":
+        out = Clock()
+        out.wall = float(np.median([c.wall for c in clocks]))
+        out.cpu = float(np.median([c.cpu for c in clocks]))
+        return out
 
     def __enter__(self) -> "Clock":
         self._wall, self._cpu = time.perf_counter(), time.process_time()
@@ -138,6 +149,20 @@ def mlp_problem(n: int, seed: int, train_steps: int) -> tuple[nn.Module, tuple[t
     return student, (x, y)
 
 
+def timed(problem: tuple, cfg: SGLDConfig, seed: int, repeats: int
+          ) -> tuple[np.ndarray, Clock, LLCResult, Clock, Clock]:
+    """devbook, devinterp and the bare loop, each ``repeats`` times interleaved; median clocks."""
+    model, loss_fn, data = problem
+    clocks: dict[str, list[Clock]] = {"ref": [], "res": [], "bare": []}
+    for _ in range(repeats):
+        res, c = run_devbook(model, loss_fn, data, cfg, seed)
+        clocks["res"].append(c)
+        ref, c = run_devinterp(model, loss_fn, data, cfg, res.init_loss, seed)
+        clocks["ref"].append(c)
+        clocks["bare"].append(run_bare(model, loss_fn, data, cfg, seed))
+    return ref, Clock.median(clocks["ref"]), res, Clock.median(clocks["res"]), Clock.median(clocks["bare"])
+
+
 def report(name: str, cfg: SGLDConfig, ref: np.ndarray, c_ref: Clock, res: LLCResult, c_res: Clock,
            c_bare: Clock) -> dict:
     steps = cfg.num_chains * cfg.num_steps
@@ -165,12 +190,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both (default 1)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both sides (default 0: torch's default, all cores)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats; medians reported")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads < 0 or args.repeats < 1:
+        parser.error("--threads must be >= 0 and --repeats >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import devinterp  # noqa: F401  (fail early with a clear ImportError if not installed)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); one-step mapping check: "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats} "
+          f"interleaved repeats; one-step mapping check: "
           f"max |devinterp − SPEC| = {check_step_mapping():.1e} (float32 rounding)")
     draws = 50 if args.quick else 200
     results = []
@@ -180,18 +211,14 @@ def main() -> None:
     data = tuple(t.float() for t in case.data)
     cfg = SGLDConfig(epsilon=1e-3, gamma=1.0, nbeta=default_nbeta(1024), num_chains=8, num_draws=draws,
                      num_burnin=0, batch_size=1024)
-    res, c_res = run_devbook(model, case.loss_fn, data, cfg, args.seed)
-    ref, c_ref = run_devinterp(model, case.loss_fn, data, cfg, res.init_loss, args.seed)
-    c_bare = run_bare(model, case.loss_fn, data, cfg, args.seed)
+    ref, c_ref, res, c_res, c_bare = timed((model, case.loss_fn, data), cfg, args.seed, args.repeats)
     results.append(report(f"reduced-rank regression M=8 H=4 N=8 r=2 (Aoyagi λ = {case.true_lambda})",
                           cfg, ref, c_ref, res, c_res, c_bare))
 
     model, data = mlp_problem(n=32768, seed=args.seed, train_steps=50 if args.quick else 300)
     cfg = SGLDConfig(epsilon=1e-4, gamma=100.0, nbeta=default_nbeta(1024), num_chains=8, num_draws=draws,
                      num_burnin=0, batch_size=1024)
-    res, c_res = run_devbook(model, known.mse_loss, data, cfg, args.seed)
-    ref, c_ref = run_devinterp(model, known.mse_loss, data, cfg, res.init_loss, args.seed)
-    c_bare = run_bare(model, known.mse_loss, data, cfg, args.seed)
+    ref, c_ref, res, c_res, c_bare = timed((model, known.mse_loss, data), cfg, args.seed, args.repeats)
     results.append(report("MLP teacher-student regression, batch 1024", cfg, ref, c_ref, res, c_res, c_bare))
 
     print("\nsummary: " + "; ".join(f"{r['name'].split(' (')[0]}: {r['ratio']:.2f}× faster "

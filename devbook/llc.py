@@ -22,6 +22,7 @@ import math
 import numbers
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -381,9 +382,12 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
     if vectorize:
         schedules, w = streams(), w_star.unsqueeze(0).repeat(C, 1)
         rows = schedules[0].rows
+        # torch's CPU generators are serial; each chain owns its generators, so drawing the
+        # chains' blocks in threads is deterministic and uses the idle cores.
+        pool = ThreadPoolExecutor(max(1, min(C, torch.get_num_threads())))
         for t in tqdm(range(cfg.num_steps), desc="SGLD", disable=not progress):
             if t % rows == 0:
-                blocks = [s.block() for s in schedules]
+                blocks = list(pool.map(_Schedule.block, schedules))
                 idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
                 noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
             idx, noise = idx_block[t % rows], noise_block[t % rows]
@@ -400,6 +404,7 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
                     break
             losses[:, t] = loss
             w = update(w, g, noise)
+        pool.shutdown()
     if not vectorize:  # fresh streams, so a failed vmap probe leaves no trace in the numbers
         schedules = streams()
         for c in tqdm(range(C), desc="SGLD chains", disable=not progress):
