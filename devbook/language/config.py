@@ -79,7 +79,10 @@ EVAL_TABLE: dict[str, dict[str, Any]] = {
     "paper": dict(_EVAL_PAPER),
     # cpu: ε, γ calibrated on checkpoints 211 and 346 of the earlier cpu run (d_model 256,
     # batch 16; 1 chain × 80 draws: ε = 1e-4 / 3e-4 still rising at the end, ε = 1e-3
-    # flattening, no divergence); kept for the current preset, whose diagnoses the chapter shows
+    # flattening, no divergence) and re-checked on checkpoints 2,035 and 20,000 of the current
+    # run (2 chains × 80 draws, γ = 300): ε = 3e-4 still rising (online λ̂ 0.47 → 0.91 and
+    # 1.36 → 2.28 from draw 20 to 80), ε = 1e-3 nearly flat over the second half (0.97 → 1.04,
+    # 2.55 → 2.66; split-R̂ 1.00, 1.01), ε = 3e-3 flat but higher (1.29, 3.26); none diverged
     "cpu": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 80, "llc_batch_size": 8,
             "llc_epsilon": 0.001, "llc_gamma": 300.0, "llc_sequences": 128, "llc_every": 3,
             "n_eval_sequences": 100, "n_synthetic": 400},
