@@ -384,27 +384,25 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
         rows = schedules[0].rows
         # torch's CPU generators are serial; each chain owns its generators, so drawing the
         # chains' blocks in threads is deterministic and uses the idle cores.
-        pool = ThreadPoolExecutor(max(1, min(C, torch.get_num_threads())))
-        for t in tqdm(range(cfg.num_steps), desc="SGLD", disable=not progress):
-            if t % rows == 0:
-                blocks = list(pool.map(_Schedule.block, schedules))
-                idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
-                noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
-            idx, noise = idx_block[t % rows], noise_block[t % rows]
-            batch = tuple(x.index_select(0, idx.reshape(-1)).view(C, m, *x.shape[1:]) for x in data)
-            if t > 0:
-                g, loss = grad_chains(w, batch)
-            else:  # the first step doubles as the vmap probe: on failure, restart sequentially
+        with ThreadPoolExecutor(max(1, min(C, torch.get_num_threads()))) as pool:
+            for t in tqdm(range(cfg.num_steps), desc="SGLD", disable=not progress):
+                if t % rows == 0:
+                    blocks = list(pool.map(_Schedule.block, schedules))
+                    idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
+                    noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
+                idx, noise = idx_block[t % rows], noise_block[t % rows]
+                batch = tuple(x.index_select(0, idx.reshape(-1)).view(C, m, *x.shape[1:]) for x in data)
                 try:
                     g, loss = grad_chains(w, batch)
                 except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
+                    if t > 0:  # the first step is the vmap probe; later failures are real errors
+                        raise
                     warnings.warn(f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
                                   "running the chains sequentially", stacklevel=2)
                     vectorize = False
                     break
-            losses[:, t] = loss
-            w = update(w, g, noise)
-        pool.shutdown()
+                losses[:, t] = loss
+                w = update(w, g, noise)
     if not vectorize:  # fresh streams, so a failed vmap probe leaves no trace in the numbers
         schedules = streams()
         for c in tqdm(range(C), desc="SGLD chains", disable=not progress):

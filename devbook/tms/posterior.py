@@ -21,7 +21,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from devbook.tms.model import empirical_loss
 from devbook.tms.train import loss_grad
+
+
+def _langevin_step(W: Tensor, b: Tensor, x: Tensor, n: int, epsilon: float, prec: float,
+                   g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One update of the module docstring for chains ``W`` (C, r, c), ``b`` (C, c) on ``x`` (C, n, c)."""
+    dW, db = loss_grad(W, b, x)
+    root = math.sqrt(epsilon)
+    W = W + epsilon / 2 * (-n * dW - prec * W) + root * torch.randn(W.shape, generator=g)
+    b = b + epsilon / 2 * (-n * db - prec * b) + root * torch.randn(b.shape, generator=g)
+    return W, b
+
+
+def _kept_steps(num_steps: int, num_draws: int) -> set[int]:
+    """``num_draws`` steps evenly spaced over the second half of ``num_steps``."""
+    return set(torch.linspace(num_steps // 2, num_steps - 1, num_draws).round().long().tolist())
 
 
 def sample_posterior(
@@ -65,15 +81,10 @@ def sample_posterior(
             )
         W, b = init[0].to(W.dtype).clone(), init[1].to(b.dtype).clone()
     x = data.unsqueeze(0).expand(num_chains, n, c)
-    keep = set(
-        torch.linspace(num_steps // 2, num_steps - 1, num_draws).round().long().tolist()
-    )
+    keep = _kept_steps(num_steps, num_draws)
     out_W, out_b = [], []
-    half, root, prec = epsilon / 2, math.sqrt(epsilon), 1.0 / prior_std**2
     for t in range(num_steps):
-        dW, db = loss_grad(W, b, x)
-        W = W + half * (-n * dW - prec * W) + root * torch.randn(W.shape, generator=g)
-        b = b + half * (-n * db - prec * b) + root * torch.randn(b.shape, generator=g)
+        W, b = _langevin_step(W, b, x, n, epsilon, 1.0 / prior_std**2, g)
         if t in keep:
             out_W.append(W.clone())
             out_b.append(b.clone())
@@ -99,8 +110,7 @@ class TemperedDraws:
 
 def _energy(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
     """n·L_n(w) of each chain: ``W`` (C, r, c), ``b`` (C, c), ``x`` (n, c) → (C,)."""
-    z = torch.relu(torch.matmul(torch.matmul(x, W.transpose(1, 2)), W) + b[:, None, :])
-    return ((x - z) ** 2).sum((-1, -2))
+    return len(x) * empirical_loss(W, b, x)
 
 
 def sample_tempered(
@@ -147,19 +157,15 @@ def sample_tempered(
     b = torch.randn(R, C, c, generator=g) * init_scale
     xs = [data[:n] for n in ns]
     xe = [x.unsqueeze(0).expand(C, -1, -1) for x in xs]
-    eps = torch.tensor([step_scale / n for n in ns])
     prec = 1.0 / prior_std**2
-    keep = set(torch.linspace(num_steps // 2, num_steps - 1, num_draws).round().long().tolist())
+    keep = _kept_steps(num_steps, num_draws)
     out_W, out_b, out_visit = [], [], []
     accepted, proposed = torch.zeros(R - 1), torch.zeros(R - 1)
     visited = torch.zeros(R, C, dtype=torch.bool)  # the state now at (rung, chain) was at rung 0
     rounds = 0
     for t in range(num_steps):
         for i in range(R):
-            dW, db = loss_grad(W[i], b[i], xe[i])
-            e = float(eps[i])
-            W[i] += e / 2 * (-ns[i] * dW - prec * W[i]) + math.sqrt(e) * torch.randn(W[i].shape, generator=g)
-            b[i] += e / 2 * (-ns[i] * db - prec * b[i]) + math.sqrt(e) * torch.randn(b[i].shape, generator=g)
+            W[i], b[i] = _langevin_step(W[i], b[i], xe[i], ns[i], step_scale / ns[i], prec, g)
         visited[0] = True
         if (t + 1) % swap_every == 0:
             for i in range(rounds % 2, R - 1, 2):
