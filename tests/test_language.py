@@ -245,6 +245,16 @@ def test_bigram_counts_and_positions() -> None:
     assert lm.ablation_positions(128) == [1, 2, 3, 5, 10, 20, 30, 50, 100]
 
 
+def test_induction_opportunity_counts_copyable_targets() -> None:
+    # positions 1..4 predict 1, 2, 3, 9; only position 2 (token 1, seen at 0 before a 2) is
+    # right by copying
+    assert lm.induction_opportunity(torch.tensor([[1, 2, 1, 2, 3, 9]])) == pytest.approx(1 / 4)
+    assert lm.induction_opportunity(torch.tensor([[1, 2, 3, 4, 5]])) == 0.0
+    assert lm.induction_opportunity(torch.tensor([[7, 7, 7, 7]])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        lm.induction_opportunity(torch.tensor([1, 2, 3]))
+
+
 def test_token_change_figure_checks_lengths() -> None:
     import matplotlib
 

@@ -21,7 +21,8 @@ bigram table, common n-grams, synthetic sequences), built once per run by
   heads (columns) (C.3.2; zeros for one layer).
 
 :func:`token_loss_change` gives the per-token loss change on a passage between two
-checkpoints (Figure 17). Used by ``book/language/stages.md``.
+checkpoints (Figure 17); :func:`induction_opportunity` how often copying from context (the
+induction rule) would predict the next token, a property of the data and the context length. Used by ``book/language/stages.md``.
 """
 
 from __future__ import annotations
@@ -192,6 +193,23 @@ def token_loss_change(before: nn.Module, after: nn.Module, tokens: torch.Tensor,
     delta = token_losses(after, seq)[0] - token_losses(before, seq)[0]
     words = [tokenizer.decode([int(t)]) for t in tokens[1:]]
     return words, delta.numpy()
+
+
+def induction_opportunity(windows: torch.Tensor) -> float:
+    """Fraction of next-token targets that the induction rule ``… A B … A → B`` gets right.
+
+    ``windows`` (batch, n): for each position i ≥ 1 with a target, whether some j < i has
+    ``tokens[j] == tokens[i]`` and ``tokens[j + 1] == tokens[i + 1]``. Positions 0 and n-1
+    are not counted (no earlier token / no target).
+    """
+    if windows.ndim != 2 or windows.shape[1] < 3:
+        raise ValueError(f"windows must have shape (batch, n) with n >= 3, got {tuple(windows.shape)}")
+    n = windows.shape[1]
+    same = windows[:, :-1, None] == windows[:, None, :-1]  # [b, i, j]: tokens[i] == tokens[j]
+    follow = windows[:, 1:, None] == windows[:, None, 1:]  # tokens[i+1] == tokens[j+1]
+    earlier = torch.ones(n - 1, n - 1, dtype=torch.bool).tril(-1)  # j < i
+    hit = (same & follow & earlier).any(-1)[:, 1:]
+    return float(hit.float().mean())
 
 
 def evaluate_run(run: object, build_model: object, md: MetricData, steps: list[int],
