@@ -236,6 +236,18 @@ def test_metrics_on_tiny_model(tiny_config: dict) -> None:
     assert out["bigram_score"] >= out["bigram_entropy"] - 1e-9  # cross-entropy >= entropy
     assert np.isfinite([float(out[k]) for k in ("loss", "icl_score", "ngram_score_3")]).all()
     assert len(out["pos_loss"]) == len(lm.ablation_positions(tiny_config["n_ctx"]))
+    # a Figure-17 passage: consecutive windows whose bodies continue each other
+    n_ctx = tiny_config["n_ctx"]
+    passage = data.passage("validation", 40, n_ctx, seed=0)
+    assert passage.shape == (-(-40 // (n_ctx - 1)), n_ctx) and (passage[:, 0] == 0).all()
+    body = passage[:, 1:].reshape(-1).numpy()
+    stretches = np.lib.stride_tricks.sliding_window_view(data.streams["validation"], len(body))
+    assert (stretches == body).all(1).any()
+    with pytest.raises(ValueError, match="fewer than"):
+        data.passage("validation", 10**9, n_ctx)
+    model = make_model(tiny_config)
+    words, delta = lm.token_loss_change(model, model, passage, data.tokenizer)
+    assert len(words) == len(delta) == passage.shape[0] * (n_ctx - 1) and np.allclose(delta, 0)
 
 
 def test_bigram_counts_and_positions() -> None:

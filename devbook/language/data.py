@@ -50,6 +50,17 @@ class LanguageData:
         offsets = torch.randint(0, n, (batch_size,), generator=generator)
         return self.windows(split, offsets, n_ctx)
 
+    def passage(self, split: str, n_tokens: int, n_ctx: int, seed: int = 0) -> torch.Tensor:
+        """Consecutive windows ``(k, n_ctx)`` whose bodies continue each other, covering at
+        least ``n_tokens`` tokens of ``split`` from an offset fixed by ``seed`` (Figure 17)."""
+        k = -(-n_tokens // (n_ctx - 1))
+        n = len(self.streams[split]) - k * (n_ctx - 1)
+        if n < 1:
+            raise ValueError(f"split {split!r} has {len(self.streams[split])} tokens, fewer than "
+                             f"{k} windows of {n_ctx - 1}")
+        start = torch.randint(0, n, (1,), generator=torch.Generator().manual_seed(seed))
+        return self.windows(split, start + torch.arange(k) * (n_ctx - 1), n_ctx)
+
     def fixed(self, split: str, count: int, n_ctx: int, seed: int = 0) -> torch.Tensor:
         """``count`` windows from ``split`` at offsets fixed by ``seed`` (evaluation sets)."""
         g = torch.Generator().manual_seed(seed)

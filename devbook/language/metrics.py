@@ -185,14 +185,16 @@ def evaluate(model: nn.Module, md: MetricData, batch_size: int = 16) -> dict[str
 @torch.no_grad()
 def token_loss_change(before: nn.Module, after: nn.Module, tokens: torch.Tensor,
                       tokenizer: object) -> tuple[list[str], np.ndarray]:
-    """Per-token loss change ``after − before`` on one passage ``tokens`` (shape ``(n,)``).
+    """Per-token loss change ``after − before`` on a passage (Figure 17).
 
-    Returns the predicted tokens' strings (``n - 1``) and the changes (negative = learnt).
+    ``tokens``: one window ``(n,)`` or consecutive windows ``(k, n)`` (as from
+    ``LanguageData.passage``), each starting with BOS. Returns the predicted tokens' strings
+    and the changes (negative = learnt), ``k · (n − 1)`` of each, in reading order.
     """
-    seq = tokens[None]
-    delta = token_losses(after, seq)[0] - token_losses(before, seq)[0]
-    words = [tokenizer.decode([int(t)]) for t in tokens[1:]]
-    return words, delta.numpy()
+    seq = tokens if tokens.ndim == 2 else tokens[None]
+    delta = token_losses(after, seq) - token_losses(before, seq)
+    words = [tokenizer.decode([int(t)]) for t in seq[:, 1:].reshape(-1)]
+    return words, delta.reshape(-1).numpy()
 
 
 def induction_opportunity(windows: torch.Tensor) -> float:
