@@ -57,11 +57,11 @@ CPU_PRESET_NOTE = (
     "cpu preset: 2 layers x 8 heads as the paper, but d_model 128 (d_head 16), a 32-token "
     "context, batches of 16 sequences, AdamW lr 3e-3 and 20,000 steps (10.2M training tokens, "
     "about 3 passes over the training split; the paper: about 5B). A short context buys "
-    "previous-token heads: in probe runs at 512 tokens per step the best first-layer head's "
-    "previous-token score reached 0.30 after 6,000 steps with a 32-token context, 0.19 after "
-    "8,000 with 64 tokens, 0.11 after 6,000 with 128, and 0.04 after 5,000-6,000 with 256 or "
-    "512. No context tried gave induction heads within the chapter's ~40-minute budget (a step "
-    "takes about 67 ms on one core).")
+    "previous-token heads: in probe runs (benchmarks/language_heads.py) at 512 tokens per step, "
+    "the best first-layer head's previous-token score reached 0.30 after 6,000 steps with a "
+    "32-token context, 0.19 after 8,000 with 64 tokens, 0.11 after 6,000 with 128, and 0.04 "
+    "after 5,000-6,000 with 256 or 512. No context tried gave induction heads within the "
+    "chapter's ~40-minute budget (a step takes about 67 ms on one core).")
 
 # Evaluation settings: LLC sampler (SPEC §1; nβ = m / log m by default) and metric sizes.
 _EVAL_PAPER: dict[str, Any] = {
