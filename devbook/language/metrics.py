@@ -22,7 +22,8 @@ bigram table, common n-grams, synthetic sequences), built once per run by
 
 :func:`token_loss_change` gives the per-token loss change on a passage between two
 checkpoints (Figure 17); :func:`induction_opportunity` how often copying from context (the
-induction rule) would predict the next token, a property of the data and the context length. Used by ``book/language/stages.md``.
+induction rule) would predict the next token, a property of the data and the context
+length. Used by ``book/language/stages.md``.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def induction_opportunity(windows: torch.Tensor) -> float:
     are not counted (no earlier token / no target).
     """
     if windows.ndim != 2 or windows.shape[1] < 3:
-        raise ValueError(f"windows must have shape (batch, n) with n >= 3, got {tuple(windows.shape)}")
+        raise ValueError(f"windows must have shape (batch, n) with n >= 3, "
+                         f"got {tuple(windows.shape)}")
     n = windows.shape[1]
     same = windows[:, :-1, None] == windows[:, None, :-1]  # [b, i, j]: tokens[i] == tokens[j]
     follow = windows[:, 1:, None] == windows[:, None, 1:]  # tokens[i+1] == tokens[j+1]
