@@ -5,7 +5,8 @@ with the given overrides (AdamW as ``devbook.language.train``, fresh batch each 
 cached) for a wall-clock budget and, every ``--every`` steps, prints one JSON line: steps,
 tokens, seconds, a running training loss, the best first-layer previous-token score, the best
 last-layer prefix-matching score (both as in ``devbook.language.metrics``, on 200 synthetic
-sequences) and the ICL score on 32 validation windows. Usage, one thread per probe::
+sequences) and the ICL score on 32 validation windows, all from ``lm.evaluate``. Usage, one
+thread per probe::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/language_heads.py \\
         --override '{"n_ctx": 32, "batch_size": 16}' --minutes 25 --every 1000
@@ -29,18 +30,13 @@ from devbook.language.model import loss_fn, make_model
 from devbook.language.train import generator
 
 
-@torch.no_grad()
-def head_scores(model: torch.nn.Module, md: lm.MetricData, n_ctx: int) -> dict[str, float]:
-    model.eval()
-    prev = torch.cat([lm._pattern(model, s, 0)[:, :, -1, -2] for s in md.prev_seqs]).mean(0)
-    pattern = lm._pattern(model, md.prefix_seqs, model.cfg.n_layers - 1)
-    rows = torch.arange(pattern.shape[0])
-    prefix = pattern[rows, :, md.prefix_query, md.prefix_key].mean(0)
-    losses = torch.cat([lm.token_losses(model, w[None]) for w in md.windows]).mean(0)
-    early, late = lm.icl_positions(n_ctx)
+def head_scores(model: torch.nn.Module, md: lm.MetricData) -> dict[str, float]:
+    """Best previous-token and prefix-matching head and the ICL score, from ``lm.evaluate``."""
+    out = lm.evaluate(model, md)
     model.train()
-    return {"prev": round(prev.max().item(), 3), "prefix": round(prefix.max().item(), 3),
-            "icl": round((losses[late - 1] - losses[early - 1]).item(), 3)}
+    return {"prev": round(float(out["prev_token"].max()), 3),
+            "prefix": round(float(out["prefix_matching"].max()), 3),
+            "icl": round(float(out["icl_score"]), 3)}
 
 
 def main() -> None:
@@ -67,7 +63,7 @@ def main() -> None:
         if step % args.every == 0:
             print(json.dumps({"step": step, "tokens": step * cfg["batch_size"] * cfg["n_ctx"],
                               "seconds": round(time.perf_counter() - start),
-                              "loss": round(running, 3), **head_scores(model, md, cfg["n_ctx"])}),
+                              "loss": round(running, 3), **head_scores(model, md)}),
                   flush=True)
 
 
