@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm import tqdm
+from devbook.progress import progress as tqdm
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]

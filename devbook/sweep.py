@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
+from devbook.progress import progress as tqdm
 
 from devbook.llc import DIAGNOSES, SGLDConfig, estimate_llc
 from devbook.store import Run

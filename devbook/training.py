@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from devbook.progress import progress as tqdm
 
 from devbook.store import Run, StoreError
 

@@ -223,7 +223,7 @@ def evaluate_run(run: object, build_model: object, md: MetricData, steps: list[i
     ``build_model(step)`` loads a checkpoint; ``md_key`` (JSON) identifies how ``md`` was built
     (part of the cache key). Returns ``{"step": (S,), metric: (S, ...)}`` stacked over steps.
     """
-    from tqdm import tqdm
+    from devbook.progress import progress as tqdm
 
     results = []
     for step in tqdm(steps, desc="metrics over checkpoints", disable=not progress):

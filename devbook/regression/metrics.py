@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from devbook.progress import progress as tqdm
 
 from devbook.regression.data import Batch, RegressionData, fixed_dataset, readout, tokenise
 from devbook.regression.model import RegressionTransformer

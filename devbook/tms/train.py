@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from devbook.progress import progress as tqdm
 
 from devbook.tms.data import sample_sparse
 from devbook.tms.model import empirical_loss, population_loss
