@@ -1,4 +1,4 @@
-"""SGLD estimator of the local learning coefficient (LLC), as specified in SPEC §1.
+"""SGLD estimator of the local learning coefficient (LLC) (paper §3.1, App. A.4, E.3).
 
     λ̂(w*) = nβ · ( E_w[L_n(w)] − L_n(w*) ),   p(w) ∝ exp(−nβ L_n(w) − γ/2 ||w − w*||²)
 
@@ -30,22 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+
+from devbook.diagnostics import (DIAGNOSES, RHAT_MAX, TREND_FLOOR, TREND_RTOL, Z_SCORE, diagnose,
+                                 split_rhat)
 from devbook.progress import progress as tqdm
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
-DIAGNOSES = ("ok", "diverged", "not_converged", "escaped")
-
-# Diagnosis constants (see _diagnose): a difference counts when it exceeds Z_SCORE standard
-# errors and, for a trend, the online trace also moved by TREND_RTOL · max(|λ̂|, TREND_FLOOR).
-# RHAT_MAX: split-R̂ above it means the chains have not mixed (the estimate is still drifting).
-# Measured at the suggested settings of every devbook.known case (seeds 0-3): split-R̂ <= 1.10;
-# with ε cut 100-200x and no burn-in: >= 1.37 (see tests/test_llc.py).
-Z_SCORE = 3.0
-TREND_RTOL = 0.1
-TREND_FLOOR = 0.1
-RHAT_MAX = 1.2
-
 
 class LLCDivergenceWarning(UserWarning):
     """Some SGLD chains diverged and were left out of the estimate."""
@@ -60,7 +51,7 @@ class LLCDivergenceError(RuntimeError):
 
 
 def default_nbeta(batch_size: int) -> float:
-    """The default inverse temperature nβ = m / log m for SGLD batch size m (SPEC §1)."""
+    """The default inverse temperature nβ = m / log m for SGLD batch size m (paper App. E.3.1)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 2:
         raise ValueError(f"default_nbeta needs an integer batch_size >= 2, got {batch_size!r}")
     return batch_size / math.log(batch_size)
@@ -220,71 +211,6 @@ def _validate_data(data: Any, batch_size: int) -> int:
     return n
 
 
-def _sem(x: np.ndarray) -> float:
-    """Standard error of the mean of an autocorrelated series, by (up to) 4 batch means."""
-    k = min(4, len(x))
-    means = np.array([b.mean() for b in np.array_split(x, k)])
-    return float(means.std(ddof=1) / math.sqrt(k))
-
-
-def split_rhat(x: np.ndarray) -> float:
-    """Split-R̂ (Gelman et al., BDA3 §11.4) of draws x (C, T): each chain is cut into halves and
-    the variance between the 2C half-means is compared with the variance within them; it is
-    ≈ 1 when the chains have mixed and larger when they still trend or disagree. nan when
-    T < 8 or the draws are constant."""
-    C, T = x.shape
-    h = T // 2
-    if h < 4:
-        return float("nan")
-    halves = np.concatenate([x[:, :h], x[:, T - h:]])  # (2C, h)
-    within = halves.var(axis=1, ddof=1).mean()
-    between = h * halves.mean(axis=1).var(ddof=1)
-    if not within > 0:
-        return float("nan")
-    return float(math.sqrt(((h - 1) / h * within + between / h) / within))
-
-
-def _diagnose(x: np.ndarray, diverged: np.ndarray) -> tuple[list[str], float]:
-    """Diagnose each chain from its draws x[c, t] = nβ (L_t − L_n(w*)) (Figure 41 failure modes);
-    also return the split-R̂ of the non-diverged chains.
-
-    diverged (C,): set by the caller (non-finite or exploding loss). Otherwise, with q = T // 4
-    (T >= 8; shorter chains are only checked for divergence), Q4 the mean of the last quarter
-    of draws, H the mean of the rest, and se(·) standard errors from 4 batch means each:
-    "escaped" when Q4 + Z_SCORE · se(Q4) < 0: the chain settled below L_n(w*) (a better
-    optimum nearby; λ̂ < 0 beyond noise).
-    "not_converged" when either
-    (1) the online trace λ̂_t moved by more than TREND_RTOL · max(|λ̂_T|, TREND_FLOOR) over the
-    last quarter and |Q4 − H| > Z_SCORE · hypot(se(H), se(Q4)): the chain's own draws still
-    trend at the end. Sharp for real networks, whose loss sums many coordinates; weak for tiny
-    models, where the slow wandering of one chain inflates its own standard errors; or
-    (2) the chains have not mixed (split-R̂ > RHAT_MAX, a test across chains, which are
-    independent) and this chain's online trace moved by more than TREND_RTOL · max(|λ̂_T|,
-    TREND_FLOOR) over the last half.
-    """
-    out = ["diverged" if d else "ok" for d in diverged]
-    T = x.shape[1]
-    q = T // 4
-    if q < 2:
-        return out, float("nan")
-    kept = np.flatnonzero(~diverged)
-    rhat = split_rhat(x[kept])
-    unmixed = rhat > RHAT_MAX
-    h = T // 2
-    for c in kept:
-        head, q4 = x[c, :T - q], x[c, -q:]
-        final, before, first_half = x[c].mean(), head.mean(), x[c, :h].mean()
-        scale = TREND_RTOL * max(abs(final), TREND_FLOOR)
-        if q4.mean() + Z_SCORE * _sem(q4) < 0:
-            out[c] = "escaped"
-        elif (abs(final - before) > scale
-              and abs(q4.mean() - before) > Z_SCORE * math.hypot(_sem(head), _sem(q4))):
-            out[c] = "not_converged"
-        elif unmixed and abs(final - first_half) > scale:
-            out[c] = "not_converged"
-    return out, rhat
-
-
 @torch.no_grad()
 def _full_loss(loss_module: nn.Module, state: tuple[dict, dict], data: Batch, batch_size: int) -> float:
     """L_n over all of ``data``, in batches, weighting each batch mean by its size."""
@@ -308,123 +234,144 @@ def _minibatch_noise(loss_module: nn.Module, state: tuple[dict, dict], data: Bat
     return float(np.std(losses, ddof=1))
 
 
-def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDConfig, *, seed: int,
-                 vectorize: bool = True, progress: bool = False) -> LLCResult:
-    """Estimate the LLC of ``model`` at its current parameters w* (SPEC §1).
+def sgld_step(w: torch.Tensor, grad: torch.Tensor, noise: torch.Tensor, w_star: torch.Tensor, *,
+              epsilon: float, nbeta: float, gamma: float) -> torch.Tensor:
+    """One SGLD update of paper App. A.4, for one chain or a (chains × parameters) stack.
 
-    model: any nn.Module; its parameters with requires_grad are sampled, the rest (and buffers)
-    are held fixed; the model itself is never modified (buffers are used as copies). It is
-    called in its current train/eval mode: use ``model.eval()`` for dropout or batch norm.
-    loss_fn(model, batch) -> scalar mean loss on ``batch``, a tuple shaped like ``data``.
-    data: tuple of tensors sharing the first dimension n. seed: int >= 0; chain c's batch
-    schedule and noise come from a generator seeded by (seed, c), so the vectorised path
-    (one vmap over chains) and the sequential path give the same numbers. If vmap fails for
-    this model, a warning is issued and the chains run sequentially.
+    ``w + (ε/2)·(−nβ·grad − γ·(w − w*)) + √ε·noise``: with ``noise = 0`` and γ = 0 this is a
+    gradient-descent step with learning rate ε·nβ/2; with only γ it contracts toward w*.
+
+    Parameters
+    ----------
+    w, grad, noise : torch.Tensor
+        Current parameters, the minibatch-loss gradient at ``w`` and a N(0, I) draw, all of one
+        shape (``(d,)`` or ``(C, d)``).
+    w_star : torch.Tensor
+        The localisation centre, ``(d,)`` (broadcast over chains).
+    epsilon, nbeta, gamma : float
+        Step size ε, inverse temperature nβ and localisation strength γ.
+
+    Returns
+    -------
+    torch.Tensor
+        The parameters after the step (a new tensor).
     """
-    if not isinstance(config, SGLDConfig):
-        raise ValueError(f"config must be an SGLDConfig, got {type(config).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    n = _validate_data(data, config.batch_size)
-    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("model has no parameters with requires_grad=True to sample over")
-    like = named[0][1]
-    if any(p.dtype != like.dtype or p.device != like.device for _, p in named):
-        raise ValueError("all sampled parameters must share one dtype and device")
-    names = ["model." + k for k, _ in named]
-    shapes = [p.shape for _, p in named]
-    numels = [p.numel() for _, p in named]
-    w_star = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
-    dim = w_star.numel()
-    fixed = {"model." + k: v.detach().clone() for k, v in model.named_buffers()}
-    fixed.update({"model." + k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad})
-    loss_module = _LossModule(model, loss_fn)
+    return w + epsilon / 2 * (-nbeta * grad - gamma * (w - w_star)) + math.sqrt(epsilon) * noise
 
-    def loss_of(w: torch.Tensor, batch: Batch) -> torch.Tensor:
-        params = {k: v.reshape(s) for k, v, s in zip(names, torch.split(w, numels), shapes)}
-        return functional_call(loss_module, (params, fixed), (batch,))
 
-    def grad_one(w: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+class _Posterior:
+    """A model's sampled parameters as one flat vector w, and the loss and gradient at any w."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("model has no parameters with requires_grad=True to sample over")
+        self.like = named[0][1]
+        if any(p.dtype != self.like.dtype or p.device != self.like.device for _, p in named):
+            raise ValueError("all sampled parameters must share one dtype and device")
+        self.names = ["model." + k for k, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.w_star = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
+        self.dim = self.w_star.numel()
+        self.fixed = {"model." + k: v.detach().clone() for k, v in model.named_buffers()}
+        self.fixed.update({"model." + k: p.detach().clone() for k, p in model.named_parameters()
+                           if not p.requires_grad})
+        self.module = _LossModule(model, loss_fn)
+        self._batched_loss = vmap(self.loss_of)
+
+    def state(self, w: torch.Tensor) -> tuple[dict, dict]:
+        """``(params, buffers)`` for ``functional_call`` at the flat parameters ``w``."""
+        return ({k: v.reshape(s) for k, v, s in zip(self.names, torch.split(w, self.numels), self.shapes)},
+                self.fixed)
+
+    def loss_of(self, w: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return functional_call(self.module, self.state(w), (batch,))
+
+    def grad_one(self, w: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient and loss of one chain at ``w`` (d,)."""
         w = w.detach().requires_grad_(True)
-        loss = loss_of(w, batch)
+        loss = self.loss_of(w, batch)
         (g,) = torch.autograd.grad(loss, w)
         return g, loss.detach()
 
-    batched_loss = vmap(loss_of)
-
-    def grad_chains(w: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def grad_chains(self, w: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients and losses of C chains at ``w`` (C, d), each on its own batch."""
         # Chains are independent, so the gradient of the summed loss is each chain's gradient.
         w = w.detach().requires_grad_(True)
-        loss = batched_loss(w, batch)
+        loss = self._batched_loss(w, batch)
         (g,) = torch.autograd.grad(loss.sum(), w)
         return g, loss.detach()
 
-    cfg = config
-    C, m = cfg.num_chains, cfg.batch_size
-    star_params = {k: v.reshape(s) for k, v, s in zip(names, torch.split(w_star, numels), shapes)}
-    init_loss = _full_loss(loss_module, (star_params, fixed), data, cfg.init_loss_batch_size)
-    if not math.isfinite(init_loss):
-        raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
 
-    half_eps, root_eps = cfg.epsilon / 2, math.sqrt(cfg.epsilon)
-    nbeta, gamma = cfg.nbeta, cfg.gamma
+def _step_fn(post: _Posterior, cfg: SGLDConfig) -> Callable[..., torch.Tensor]:
+    """:func:`sgld_step` with this estimate's ε, nβ, γ and w* bound (shared by both paths)."""
+    def step(w: torch.Tensor, g: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return sgld_step(w, g, noise, post.w_star, epsilon=cfg.epsilon, nbeta=cfg.nbeta,
+                         gamma=cfg.gamma)
+    return step
 
-    def update(w: torch.Tensor, g: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        # Written once and shared by both paths, so they do the same arithmetic.
-        return w + half_eps * (-nbeta * g - gamma * (w - w_star)) + root_eps * noise
 
-    def streams() -> list[_Schedule]:
-        return [_Schedule(seed, c, n, m, dim, like) for c in range(C)]
+def run_chains_vectorized(post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *,
+                          progress: bool = False) -> torch.Tensor | None:
+    """All chains in one ``vmap``: the recycled minibatch losses ``(C, steps)``.
 
-    losses = torch.empty(C, cfg.num_steps, dtype=like.dtype, device=like.device)
-    start = time.perf_counter()
-    if vectorize:
-        schedules, w = streams(), w_star.unsqueeze(0).repeat(C, 1)
-        rows = schedules[0].rows
-        # torch's CPU generators are serial; each chain owns its generators, so drawing the
-        # chains' blocks in threads is deterministic and uses the idle cores.
-        with ThreadPoolExecutor(max(1, min(C, torch.get_num_threads()))) as pool:
-            for t in tqdm(range(cfg.num_steps), desc="SGLD", disable=not progress):
-                if t % rows == 0:
-                    blocks = list(pool.map(_Schedule.block, schedules))
-                    idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
-                    noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
-                idx, noise = idx_block[t % rows], noise_block[t % rows]
-                batch = tuple(x.index_select(0, idx.reshape(-1)).view(C, m, *x.shape[1:]) for x in data)
-                try:
-                    g, loss = grad_chains(w, batch)
-                except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
-                    if t > 0:  # the first step is the vmap probe; later failures are real errors
-                        raise
-                    warnings.warn(f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
-                                  "running the chains sequentially", stacklevel=2)
-                    vectorize = False
-                    break
-                losses[:, t] = loss
-                w = update(w, g, noise)
-    if not vectorize:  # fresh streams, so a failed vmap probe leaves no trace in the numbers
-        schedules = streams()
-        for c in tqdm(range(C), desc="SGLD chains", disable=not progress):
-            w = w_star.clone()
-            for t in range(cfg.num_steps):
-                if t % schedules[c].rows == 0:
-                    idx_block, noise_block = schedules[c].block()
-                idx, noise = idx_block[t % schedules[c].rows], noise_block[t % schedules[c].rows]
-                g, loss = grad_one(w, tuple(x.index_select(0, idx) for x in data))
-                losses[c, t] = loss
-                w = update(w, g, noise)
-    seconds = time.perf_counter() - start
+    Returns ``None`` when ``vmap`` cannot run this model (the first step is the probe); a failure
+    at a later step is a real error and is raised.
+    """
+    C, m, n = cfg.num_chains, cfg.batch_size, data[0].shape[0]
+    schedules = [_Schedule(seed, c, n, m, post.dim, post.like) for c in range(C)]
+    w, rows = post.w_star.unsqueeze(0).repeat(C, 1), schedules[0].rows
+    step = _step_fn(post, cfg)
+    losses = torch.empty(C, cfg.num_steps, dtype=post.like.dtype, device=post.like.device)
+    # torch's CPU generators are serial; each chain owns its generators, so drawing the chains'
+    # blocks in threads is deterministic and uses the idle cores.
+    with ThreadPoolExecutor(max(1, min(C, torch.get_num_threads()))) as pool:
+        for t in tqdm(range(cfg.num_steps), desc="SGLD", disable=not progress):
+            if t % rows == 0:
+                blocks = list(pool.map(_Schedule.block, schedules))
+                idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
+                noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
+            idx, noise = idx_block[t % rows], noise_block[t % rows]
+            batch = tuple(x.index_select(0, idx.reshape(-1)).view(C, m, *x.shape[1:]) for x in data)
+            try:
+                g, loss = post.grad_chains(w, batch)
+            except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
+                if t > 0:
+                    raise
+                warnings.warn(f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
+                              "running the chains sequentially", stacklevel=3)
+                return None
+            losses[:, t] = loss
+            w = step(w, g, noise)
+    return losses
 
-    all_losses = losses.double().cpu().numpy()
-    draw_steps = cfg.num_burnin + cfg.steps_per_draw * np.arange(1, cfg.num_draws + 1) - 1
-    loss_trace = all_losses[:, draw_steps]
-    threshold = cfg.divergence_threshold
-    if threshold is None:
-        threshold = 10.0 * max(dim, 10) + 10.0 * nbeta * _minibatch_noise(loss_module, (star_params, fixed), data, m)
-    x_all = nbeta * (all_losses - init_loss)
+
+def run_chains_sequential(post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *,
+                          progress: bool = False) -> torch.Tensor:
+    """The chains one after another, with the same streams: the same ``(C, steps)`` losses."""
+    C, m, n = cfg.num_chains, cfg.batch_size, data[0].shape[0]
+    schedules = [_Schedule(seed, c, n, m, post.dim, post.like) for c in range(C)]
+    step = _step_fn(post, cfg)
+    losses = torch.empty(C, cfg.num_steps, dtype=post.like.dtype, device=post.like.device)
+    for c in tqdm(range(C), desc="SGLD chains", disable=not progress):
+        w, rows = post.w_star.clone(), schedules[c].rows
+        for t in range(cfg.num_steps):
+            if t % rows == 0:
+                idx_block, noise_block = schedules[c].block()
+            g, loss = post.grad_one(w, tuple(x.index_select(0, idx_block[t % rows]) for x in data))
+            losses[c, t] = loss
+            w = step(w, g, noise_block[t % rows])
+    return losses
+
+
+def divergent_chains(x_all: np.ndarray, threshold: float) -> dict[int, str]:
+    """Chains whose draws ``x_all[c, t] = nβ (L_t − L_n(w*))`` go non-finite or above ``threshold``.
+
+    Returns ``{chain: reason}``, the reason naming the first offending step.
+    """
     reasons: dict[int, str] = {}
-    for c in range(C):
+    for c in range(x_all.shape[0]):
         bad = np.flatnonzero(~np.isfinite(x_all[c]))
         big = np.flatnonzero(np.where(np.isfinite(x_all[c]), x_all[c], -np.inf) > threshold)
         if bad.size and (not big.size or bad[0] <= big[0]):
@@ -432,30 +379,105 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
         elif big.size:
             reasons[c] = (f"chain {c}: nβ·(L − L_n(w*)) = {x_all[c, big[0]]:.3g} > "
                           f"divergence_threshold {threshold:.3g} at step {big[0]}")
+    return reasons
+
+
+def _check_inputs(config: Any, seed: Any) -> None:
+    if not isinstance(config, SGLDConfig):
+        raise ValueError(f"config must be an SGLDConfig, got {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+
+
+def _flag_divergences(post: _Posterior, data: Batch, cfg: SGLDConfig, all_losses: np.ndarray,
+                      init_loss: float) -> dict[int, str]:
+    """Divergent chains (see :func:`divergent_chains`); warn about some, raise if all."""
+    threshold = cfg.divergence_threshold
+    if threshold is None:
+        noise = _minibatch_noise(post.module, post.state(post.w_star), data, cfg.batch_size)
+        threshold = 10.0 * max(post.dim, 10) + 10.0 * cfg.nbeta * noise
+    reasons = divergent_chains(cfg.nbeta * (all_losses - init_loss), threshold)
+    C = cfg.num_chains
     if len(reasons) == C:
         raise LLCDivergenceError(f"all {C} SGLD chains diverged ({'; '.join(reasons.values())}); "
                                  f"try a smaller epsilon than {cfg.epsilon:g}")
     if reasons:
         warnings.warn(f"SGLD chains {sorted(reasons)} diverged and are excluded from the estimate "
                       f"({'; '.join(reasons.values())}); consider a smaller epsilon than {cfg.epsilon:g}",
-                      LLCDivergenceWarning, stacklevel=2)
+                      LLCDivergenceWarning, stacklevel=3)
+    return reasons
 
-    x = nbeta * (loss_trace - init_loss)
+
+def _assemble(loss_trace: np.ndarray, init_loss: float, diverged: np.ndarray, cfg: SGLDConfig,
+              **info: Any) -> LLCResult:
+    """The :class:`LLCResult` of the kept draws ``loss_trace`` (C, T); diagnoses every chain."""
+    C = cfg.num_chains
+    x = cfg.nbeta * (loss_trace - init_loss)
     with np.errstate(invalid="ignore", over="ignore"):
         per_chain = x.mean(axis=1)
         online = np.cumsum(x, axis=1) / np.arange(1, cfg.num_draws + 1)
-    kept = np.array([c not in reasons for c in range(C)])
-    diagnosis, rhat = _diagnose(x, ~kept)
+    kept = ~diverged
+    diagnosis, rhat = diagnose(x, diverged)
     converged = not rhat > RHAT_MAX
     if not converged:
         warnings.warn(f"the estimate is still drifting: the SGLD chains have not mixed (split-R̂ = "
                       f"{rhat:.3g} > {RHAT_MAX}; {diagnosis.count('not_converged')} of {C} chains "
                       "not_converged): increase num_draws or epsilon (or add burn-in)",
-                      LLCConvergenceWarning, stacklevel=2)
+                      LLCConvergenceWarning, stacklevel=3)
     good = per_chain[kept]
     return LLCResult(
         mean=float(good.mean()), std=float(good.std(ddof=1)) if good.size > 1 else float("nan"),
         per_chain=per_chain, init_loss=init_loss, loss_trace=loss_trace,
         llc_trace=online[kept].mean(axis=0), llc_trace_per_chain=online, diagnosis=diagnosis,
-        config=cfg, nbeta=nbeta, seed=int(seed), vectorized=vectorize, num_params=dim, seconds=seconds,
-        rhat=rhat, converged=converged)
+        config=cfg, nbeta=cfg.nbeta, rhat=rhat, converged=converged, **info)
+
+
+def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDConfig, *, seed: int,
+                 vectorize: bool = True, progress: bool = False) -> LLCResult:
+    """Estimate the LLC of ``model`` at its current parameters w* (paper §3.1, App. A.4).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Its parameters with ``requires_grad`` are sampled, the rest (and buffers) held fixed; the
+        model itself is never modified. It is called in its current train/eval mode.
+    loss_fn : callable
+        ``loss_fn(model, batch) -> scalar`` mean loss on ``batch``, a tuple shaped like ``data``.
+    data : tuple of torch.Tensor
+        Tensors sharing their first dimension n.
+    config : SGLDConfig
+        The sampler's hyperparameters.
+    seed : int
+        Chain c's batch schedule and noise come from a generator seeded by (seed, c), so the
+        vectorised path (one vmap over chains) and the sequential path give the same numbers.
+    vectorize : bool
+        Run the chains in one ``vmap``; if vmap fails for this model, a warning is issued and
+        the chains run sequentially.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    LLCResult
+        The estimate, its traces and the chains' diagnoses. Diverged chains are excluded
+        (``LLCDivergenceWarning``); unmixed chains raise ``LLCConvergenceWarning``; if every chain
+        diverges, ``LLCDivergenceError``.
+    """
+    _check_inputs(config, seed)
+    _validate_data(data, config.batch_size)
+    post = _Posterior(model, loss_fn)
+    init_loss = _full_loss(post.module, post.state(post.w_star), data, config.init_loss_batch_size)
+    if not math.isfinite(init_loss):
+        raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
+    start = time.perf_counter()
+    losses = run_chains_vectorized(post, data, config, seed, progress=progress) if vectorize else None
+    vectorized = losses is not None
+    if losses is None:  # fresh streams, so a failed vmap probe leaves no trace in the numbers
+        losses = run_chains_sequential(post, data, config, seed, progress=progress)
+    seconds = time.perf_counter() - start
+    all_losses = losses.double().cpu().numpy()
+    reasons = _flag_divergences(post, data, config, all_losses, init_loss)
+    draw_steps = config.num_burnin + config.steps_per_draw * np.arange(1, config.num_draws + 1) - 1
+    diverged = np.array([c in reasons for c in range(config.num_chains)])
+    return _assemble(all_losses[:, draw_steps], init_loss, diverged, config, seed=int(seed),
+                     vectorized=vectorized, num_params=post.dim, seconds=seconds)
