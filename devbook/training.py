@@ -3,8 +3,8 @@
 - :class:`Trainer` (protocol) and :class:`StandardTrainer` (model + optimiser + scheduler +
   named ``torch.Generator``s + a step function), driven by :func:`train_run`, which resumes a
   killed run from its last checkpoint and ends bitwise-identical to an uninterrupted run.
-- :func:`checkpoint_schedule`: log-spaced ∪ linear-spaced steps (SPEC §4, §5), used by the
-  regression and language runs.
+- :func:`checkpoint_schedule`: log-spaced ∪ linear-spaced steps (paper App. E.1.2, E.2.3),
+  used by every setting; :func:`parameter_count`: the number a model is sized by.
 """
 
 from __future__ import annotations
@@ -29,6 +29,26 @@ def checkpoint_schedule(total_steps: int, n_log: int = 100, n_linear: int = 100)
     lin = np.rint(np.linspace(0, total_steps, n_linear)) if n_linear else np.array([])
     log = np.rint(np.logspace(0, np.log10(total_steps), n_log)) if n_log else np.array([])
     return sorted({int(s) for s in np.concatenate([lin, log])} | {0, total_steps})
+
+
+def parameter_count(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> int:
+    """Number of trainable parameters of ``model``, leaving out the parameters named in ``exclude``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model.
+    exclude : tuple of str
+        Parameter names not counted (the paper counts the language model without
+        ``"pos_embed.W_pos"``).
+
+    Returns
+    -------
+    int
+        51,717 for the paper's regression transformer; about 3.1M for its 2-layer language model.
+    """
+    return sum(p.numel() for name, p in model.named_parameters()
+               if p.requires_grad and name not in exclude)
 
 
 class Trainer(Protocol):
@@ -114,32 +134,33 @@ def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
     ckpts = sorted({int(s) for s in checkpoint_steps} | {total_steps})
     plan = {"total_steps": total_steps, "checkpoint_steps": ckpts, "log_every": log_every}
     with run.lock():
-        m = run.manifest()
+        ckpts_store = run.checkpoints
+        m = ckpts_store.manifest()
         if m["plan"] is not None and m["plan"] != plan:
-            raise StoreError(f"{run.manifest_file}: run was started with another plan "
+            raise StoreError(f"{ckpts_store.manifest_file}: run was started with another plan "
                              f"(total_steps {m['plan']['total_steps']}, "
                              f"{len(m['plan']['checkpoint_steps'])} checkpoints)")
         if run.complete:
             return run
-        run.remove_partial_writes()
+        ckpts_store.remove_partial_writes()
         trainer = make_trainer()
         saved = sorted(int(s) for s in m["states"])
         if saved:
             start = saved[-1]
             run.load_into(trainer.model, start)
-            state = run.load_state(start)
+            state = ckpts_store.load_state(start)
             trainer.load_state_dict(state["trainer"])
             torch.set_rng_state(state["torch_rng"])
             acc: dict[str, Any] = state["log_acc"]
         else:
             start, acc = 0, {"n": 0, "sums": {}}
-            run.start_plan(plan)
-        run.truncate_metrics(start)
+            ckpts_store.start_plan(plan)
+        run.log.truncate(start)
 
         def save(step: int) -> None:
             state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
                      "log_acc": acc}
-            run.save_checkpoint(step, trainer.model.state_dict(), state, keep_state)
+            ckpts_store.save(step, trainer.model.state_dict(), state, keep_state)
 
         if start == 0 and 0 in ckpts:
             save(0)
@@ -154,7 +175,7 @@ def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
                 acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
             if done % log_every == 0 or done == total_steps:
                 row = {"step": done, **{k: v / acc["n"] for k, v in acc["sums"].items()}}
-                run.log_metrics(row)
+                run.log.append(row)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
                 acc = {"n": 0, "sums": {}}
             if done in todo:

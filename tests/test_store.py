@@ -148,7 +148,7 @@ def test_sigkill_mid_run_resumes_bitwise(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign", "unrecorded"])
 def test_damaged_checkpoints_raise_naming_the_file(tmp_path, damage):
     run = train(tmp_path / "a")
-    path = run.ckpt_file(10)
+    path = run.checkpoints.file(10)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:-7])
     elif damage == "garbage":
@@ -156,10 +156,10 @@ def test_damaged_checkpoints_raise_naming_the_file(tmp_path, damage):
     elif damage == "foreign":
         other = open_run({**CONFIG, "seed": 4}, tmp_path / "b")
         train_run(other, make_trainer(seed=4), STEPS, CKPTS, progress=False)
-        shutil.copy(other.ckpt_file(10), path)
+        shutil.copy(other.checkpoints.file(10), path)
     else:  # a checkpoint file the manifest never recorded
-        path = run.ckpt_file(11)
-        shutil.copy(run.ckpt_file(10), path)
+        path = run.checkpoints.file(11)
+        shutil.copy(run.checkpoints.file(10), path)
     step = 11 if damage == "unrecorded" else 10
     with pytest.raises(CheckpointError, match=path.name):
         run.load_weights(step)

@@ -32,9 +32,9 @@ def run_and_data(tmp_path: Path):
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trained = {"weight": torch.tensor([[1.0, -2.0, 0.5]]), "bias": torch.zeros(1)}
     # steps 0 and 5 share weights (so must get identical estimates); step 10 is the optimum
-    run.save_checkpoint(0, weights)
-    run.save_checkpoint(5, weights)
-    run.save_checkpoint(10, trained)
+    run.checkpoints.save(0, weights)
+    run.checkpoints.save(5, weights)
+    run.checkpoints.save(10, trained)
     return run, (x, y)
 
 
