@@ -1,4 +1,4 @@
-"""Automatic stage discovery from an LLC-over-time curve (paper A.5, SPEC §2).
+"""Automatic stage discovery from an LLC-over-time curve (paper §3.1, App. A.5).
 
 Recipe: fit a Gaussian process (Matern/RBF kernel plus a white-noise term, i.e. smoothing) to the
 standardised LLC estimates as a function of ``log t``; differentiate the GP mean numerically on a
@@ -10,7 +10,7 @@ Candidate stages over which the smoothed LLC barely moves (noise wiggles, flat s
 are merged away, so they never become stages of their own; a larger tolerance only adds
 milestones (the near-plateau sub-stages of the paper's Table 5).
 
-Used by ``book/regression/stages.md`` and the language chapters.
+Used by the regression and language stage chapters.
 """
 
 from __future__ import annotations
@@ -152,6 +152,63 @@ def fit_gp(
     return gp
 
 
+@dataclass(frozen=True)
+class Stages:
+    """What :func:`find_stages` returns: the stage ``table`` and the smoothed ``fit`` behind it.
+
+    ``table`` has one row per stage: ``start``, ``end`` (checkpoint steps), ``type`` (``"A"``:
+    the LLC rises over the stage, ``"B"``: it falls), ``dloss`` and ``dllc``.
+    """
+
+    table: pd.DataFrame
+    fit: StageFit
+
+
+def _check_inputs(steps: ArrayLike, llc: ArrayLike, losses: ArrayLike | None, time: str,
+                  time_offset: float) -> tuple[NDArray, NDArray, NDArray | None]:
+    t = _as_1d("steps", steps)
+    n = t.shape[0]
+    if n < 5:
+        raise ValueError(f"need at least 5 checkpoints to find stages, got {n}")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("steps must be strictly increasing (sort them and drop duplicates)")
+    y = _as_1d("llc", llc, n)
+    loss = None if losses is None else _as_1d("losses", losses, n)
+    if time not in TIME_SCALES:
+        raise ValueError(f"unknown time scale {time!r}; valid: {', '.join(TIME_SCALES)}")
+    if time == "log" and (time_offset <= 0 or t[0] + time_offset <= 0):
+        raise ValueError(f"log time needs steps + time_offset > 0 (time_offset={time_offset}, "
+                         f"first step {t[0]})")
+    return t, y, loss
+
+
+def _smooth(x: NDArray, y: NDArray, grid_size: int, **gp_args: object
+            ) -> tuple[NDArray, NDArray, NDArray, str]:
+    """GP mean and std of ``y`` on a ``grid_size`` grid over ``x`` (LLC units), and the kernel."""
+    x0, span = x[0], x[-1] - x[0]
+    y_mean, y_scale = y.mean(), y.std()
+    y_scale = y_scale if y_scale > 0 else 1.0
+    gp = fit_gp((x - x0) / span, (y - y_mean) / y_scale, **gp_args)
+    ug = np.linspace(0.0, 1.0, grid_size)
+    mean_s, std_s = gp.predict(ug[:, None], return_std=True)
+    return x0 + ug * span, mean_s * y_scale + y_mean, std_s * y_scale, str(gp.kernel_)
+
+
+def _stage_rows(t: NDArray, x: NDArray, xg: NDArray, mean: NDArray, bounds: list[int],
+                loss: NDArray | None) -> pd.DataFrame:
+    mean_at = np.interp(x, xg, mean)
+    rows = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        dllc = float(mean_at[b] - mean_at[a])
+        rows.append({"start": t[a], "end": t[b], "type": "A" if dllc >= 0 else "B",
+                     "dloss": float(loss[b] - loss[a]) if loss is not None else float("nan"),
+                     "dllc": dllc})
+    table = pd.DataFrame(rows, columns=["start", "end", "type", "dloss", "dllc"])
+    if np.all(t == np.round(t)):  # integer checkpoints stay integers (usable as labels)
+        table[["start", "end"]] = table[["start", "end"]].astype(np.int64)
+    return table
+
+
 def find_stages(
     steps: ArrayLike,
     llc: ArrayLike,
@@ -168,9 +225,8 @@ def find_stages(
     noise_bounds: tuple[float, float] = (1e-6, 1.0),
     grid_size: int = 2000,
     seed: int = 0,
-    return_fit: bool = False,
-) -> pd.DataFrame | tuple[pd.DataFrame, StageFit]:
-    """Stages of an LLC curve, one row per stage: ``start``, ``end``, ``type``, ``dloss``, ``dllc``.
+) -> Stages:
+    """Stages of an LLC curve (paper App. A.5): a :class:`Stages` with the table and the fit.
 
     ``steps`` (shape ``(n,)``, strictly increasing, ``>= 0`` for log time) are the checkpoints;
     ``llc`` and optional ``losses`` have the same shape. ``tolerance`` is the absolute slope
@@ -183,68 +239,55 @@ def find_stages(
     merged away, so noise wiggles and flat starts and ends make no stages. Type is ``"A"`` where the
     smoothed LLC rises over the stage and ``"B"`` where it falls; ``dllc`` is the change of the
     GP mean over the stage, ``dloss`` the change of the raw ``losses`` (NaN without them).
-    With ``return_fit=True`` also returns the :class:`StageFit` used.
     """
-    t = _as_1d("steps", steps)
+    t, y, loss = _check_inputs(steps, llc, losses, time, time_offset)
     n = t.shape[0]
-    if n < 5:
-        raise ValueError(f"need at least 5 checkpoints to find stages, got {n}")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError("steps must be strictly increasing (sort them and drop duplicates)")
-    y = _as_1d("llc", llc, n)
-    loss = None if losses is None else _as_1d("losses", losses, n)
-    if time not in TIME_SCALES:
-        raise ValueError(f"unknown time scale {time!r}; valid: {', '.join(TIME_SCALES)}")
-    if time == "log" and (time_offset <= 0 or t[0] + time_offset <= 0):
-        raise ValueError(f"log time needs steps + time_offset > 0 (time_offset={time_offset}, "
-                         f"first step {t[0]})")
     if tolerance is not None and tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if not 0 <= rel_tolerance < 1:
         raise ValueError(f"rel_tolerance must be in [0, 1), got {rel_tolerance}")
     if grid_size < 10 * n and grid_size < 200:
         raise ValueError(f"grid_size={grid_size} is too coarse; use at least 200")
-
-    x = _time_axis(t, time, time_offset)
-    x0, span = x[0], x[-1] - x[0]
-    u = (x - x0) / span
-    y_mean, y_scale = y.mean(), y.std()
-    y_scale = y_scale if y_scale > 0 else 1.0
-    gp = fit_gp(u, (y - y_mean) / y_scale, kernel=kernel, length_scale_bounds=length_scale_bounds,
-                noise_bounds=noise_bounds, seed=seed)
-
-    ug = np.linspace(0.0, 1.0, grid_size)
-    mean_s, std_s = gp.predict(ug[:, None], return_std=True)
-    mean = mean_s * y_scale + y_mean
-    xg = x0 + ug * span
-    slope = np.gradient(mean, xg)
-    tol = float(tolerance) if tolerance is not None else rel_tolerance * float(np.abs(slope).max())
-    std = std_s * y_scale
-    if min_change is None:
-        min_change = 0.05 * float(np.ptp(mean))
-    elif min_change < 0:
+    if min_change is not None and min_change < 0:
         raise ValueError(f"min_change must be >= 0, got {min_change}")
 
+    x = _time_axis(t, time, time_offset)
+    xg, mean, std, fitted = _smooth(x, y, grid_size, kernel=kernel, seed=seed,
+                                    length_scale_bounds=length_scale_bounds,
+                                    noise_bounds=noise_bounds)
+    slope = np.gradient(mean, xg)
+    tol = float(tolerance) if tolerance is not None else rel_tolerance * float(np.abs(slope).max())
+    if min_change is None:
+        min_change = 0.05 * float(np.ptp(mean))
     # milestones on the grid, snapped to the nearest checkpoint on the time axis
     found = _milestone_indices(slope, mean, std, tol, min_change, z)
     snapped = sorted({int(np.argmin(np.abs(x - xg[i]))) for i in found})
     bounds = [0] + [i for i in snapped if 0 < i < n - 1] + [n - 1]
-    mean_at = np.interp(x, xg, mean)
-    rows = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        dllc = float(mean_at[b] - mean_at[a])
-        rows.append({
-            "start": t[a], "end": t[b], "type": "A" if dllc >= 0 else "B",
-            "dloss": float(loss[b] - loss[a]) if loss is not None else float("nan"),
-            "dllc": dllc,
-        })
-    table = pd.DataFrame(rows, columns=["start", "end", "type", "dloss", "dllc"])
-    if np.all(t == np.round(t)):  # integer checkpoints stay integers (usable as labels)
-        table[["start", "end"]] = table[["start", "end"]].astype(np.int64)
-    if not return_fit:
-        return table
     grid_steps = np.exp(xg) - time_offset if time == "log" else xg
     fit = StageFit(grid_steps=grid_steps, mean=mean, std=std, slope=slope,
-                   milestones=t[bounds[1:-1]], tolerance=tol, kernel=str(gp.kernel_))
-    return table, fit
+                   milestones=t[bounds[1:-1]], tolerance=tol, kernel=fitted)
+    return Stages(_stage_rows(t, x, xg, mean, bounds, loss), fit)
 
+
+def stage_of(stages: pd.DataFrame, step: float, label: str = "stage") -> str:
+    """The stage of ``stages`` (a :class:`Stages` table with a ``label`` column) holding ``step``.
+
+    A milestone belongs to the stage it ends; ``"none"`` if ``step`` lies outside every stage.
+    """
+    for row in stages.itertuples():
+        if row.start <= step <= row.end:
+            return f"{getattr(row, label)} ({row.type})"
+    return "none"
+
+
+def stage_changes(stages: pd.DataFrame, values: pd.DataFrame, label: str = "stage") -> pd.DataFrame:
+    """Change of every column of ``values`` (indexed by step) over each stage of ``stages``.
+
+    One row per stage, named ``"{label} ({type}) {start}–{end}"``: ``values.loc[end] −
+    values.loc[start]``.
+    """
+    rows = {}
+    for row in stages.itertuples():
+        a, b = values.loc[row.start], values.loc[row.end]
+        rows[f"{getattr(row, label)} ({row.type}) {row.start:,}–{row.end:,}"] = b - a
+    return pd.DataFrame(rows).T

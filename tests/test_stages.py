@@ -37,7 +37,7 @@ def test_paper_checkpoint_grid() -> None:
 def test_type_changes_found_at_zero_crossings(noise: float) -> None:
     llc = noisy(abA(), noise, seed=1)
     losses = 5.0 - 0.5 * np.log1p(STEPS)
-    table = find_stages(STEPS, llc, losses)
+    table = find_stages(STEPS, llc, losses).table
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == ["start", "end", "type", "dloss", "dllc"]
     assert list(table["type"]) == ["A", "B", "A"]
@@ -55,7 +55,8 @@ def test_same_type_stages_split_at_near_plateau(noise: float) -> None:
     # two rises separated by a near-plateau (a small positive drift keeps the slope above 0)
     llc = 5 * sig(STEPS, 100, 0.3) + 5 * sig(STEPS, 40_000, 0.3) + 0.05 * np.log1p(STEPS)
     llc = noisy(llc, noise, seed=2)
-    table, fit = find_stages(STEPS, llc, return_fit=True)
+    result = find_stages(STEPS, llc)
+    table, fit = result.table, result.fit
     assert list(table["type"]) == ["A", "A"]
     assert 600 < table["end"].iloc[0] < 8_000
     # the milestone is where |slope| is locally minimal and below the tolerance
@@ -65,14 +66,14 @@ def test_same_type_stages_split_at_near_plateau(noise: float) -> None:
         between = (fit.grid_steps > 300) & (fit.grid_steps < 20_000)
         assert np.all(fit.slope[between] > 0)
         # with a zero tolerance the near-plateau is not a milestone
-        assert len(find_stages(STEPS, llc, tolerance=0.0)) == 1
+        assert len(find_stages(STEPS, llc, tolerance=0.0).table) == 1
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.3])
 @pytest.mark.parametrize("sign", [1, -1])
 def test_flat_start_and_end_make_no_stages(noise: float, sign: int) -> None:
     llc = noisy(sign * 10 * sig(STEPS, 2_000, 0.5), noise, seed=3)
-    table = find_stages(STEPS, llc)
+    table = find_stages(STEPS, llc).table
     assert len(table) == 1
     assert table["type"].iloc[0] == ("A" if sign > 0 else "B")
     assert np.isnan(table["dloss"].iloc[0])
@@ -80,7 +81,7 @@ def test_flat_start_and_end_make_no_stages(noise: float, sign: int) -> None:
 
 def test_relaxing_tolerance_adds_substages() -> None:
     llc = 5 * sig(STEPS, 100, 0.3) + 5 * sig(STEPS, 40_000, 0.3) + 0.3 * np.log1p(STEPS)
-    counts = [len(find_stages(STEPS, llc, rel_tolerance=r)) for r in (0.02, 0.1, 0.3, 0.5)]
+    counts = [len(find_stages(STEPS, llc, rel_tolerance=r).table) for r in (0.02, 0.1, 0.3, 0.5)]
     assert counts[0] == 1 and counts[2] == 2
     assert counts == sorted(counts)  # relaxing the tolerance only adds milestones
 
@@ -88,7 +89,7 @@ def test_relaxing_tolerance_adds_substages() -> None:
 def test_linear_time_and_step_zero() -> None:
     steps = np.linspace(0, 1_000, 101)
     llc = np.sin(np.pi * steps / 1_000)  # up then down: one milestone at 500
-    table = find_stages(steps, llc, time="linear")
+    table = find_stages(steps, llc, time="linear").table
     assert list(table["type"]) == ["A", "B"]
     assert table["end"].iloc[0] == pytest.approx(500, abs=20)
 
@@ -109,3 +110,16 @@ def test_bad_input_is_named(kwargs: dict, message: str) -> None:
     args = {"steps": STEPS, "llc": np.ones(len(STEPS))} | kwargs
     with pytest.raises(ValueError, match=message):
         find_stages(args.pop("steps"), args.pop("llc"), **args)
+
+
+def test_stage_of_and_stage_changes() -> None:
+    from devbook.stages import stage_changes, stage_of
+
+    table = pd.DataFrame({"stage": ["S1", "S2"], "start": [0, 10], "end": [10, 30],
+                          "type": ["A", "B"], "dloss": [0.0, 0.0], "dllc": [1.0, -1.0]})
+    assert stage_of(table, 10) == "S1 (A)" and stage_of(table, 11) == "S2 (B)"
+    assert stage_of(table, 31) == "none"
+    values = pd.DataFrame({"v": [1.0, 4.0, 2.0]}, index=[0, 10, 30])
+    changes = stage_changes(table, values)
+    assert list(changes["v"]) == [3.0, -2.0]
+    assert list(changes.index) == ["S1 (A) 0–10", "S2 (B) 10–30"]
