@@ -1,9 +1,11 @@
-"""Models whose learning coefficient λ is known exactly (SPEC §1, "Known learning coefficients").
+"""Models whose learning coefficient λ is known exactly (paper App. A.1; Watanabe 2009; Aoyagi
+and Watanabe 2005 for reduced-rank regression).
 
 Each builder returns a :class:`KnownCase`: a model sitting at a minimum w* of its empirical
 loss L_n, a ``loss_fn(model, batch)`` and ``data`` in the form :func:`devbook.llc.estimate_llc`
 takes, the true λ, and SGLD settings that recover it. Used by tests/test_llc.py and by the
-theory chapter book/theory/llc.md (table and figure of true vs estimated λ).
+theory chapter book/theory/llc.md (through devbook.theory: its level sets of potentials, its
+table and figure of true vs estimated λ, and its failure modes).
 
 Potential-type cases (``quadratic``, ``power_sum``, ``normal_crossing``) are data-free: the
 loss is L(w) = K(w) and ``data`` is a dummy tensor of one row (batch_size 1), so
@@ -177,7 +179,9 @@ def polynomial_model(powers: Sequence[int], n: int = 4096, seed: int = 0, noise_
 
 def aoyagi_lambda(M: int, H: int, N: int, r: int) -> float:
     """Learning coefficient of reduced-rank regression y = BAx (A: H×M, B: N×H) at a true
-    parameter of rank r (Aoyagi & Watanabe 2005), exactly as SPEC §1 states it."""
+    parameter of rank r (Aoyagi & Watanabe 2005), with its four cases: (HM − Hr + Nr)/2 if
+    M + H < N + r; (HN − Hr + Mr)/2 if N + H < M + r; MN/2 if M + N < H + r; otherwise
+    [2(H + r)(M + N) − (M − N)² − (H + r)²]/8, plus 1/8 when M + H + N + r is odd."""
     for name, v in (("M", M), ("H", H), ("N", N)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")

@@ -1,5 +1,5 @@
 """devbook.known: exact learning coefficients, Aoyagi's formula, and starting points that are
-exact minima of the empirical loss (SPEC §1)."""
+exact minima of the empirical loss (paper App. A.1; Aoyagi and Watanabe 2005)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from devbook import known
 
 
 @pytest.mark.parametrize(("mhnr", "lam"), [((5, 3, 5, 0), 6.5), ((4, 3, 8, 0), 6.0), ((3, 8, 4, 0), 6.0)])
-def test_aoyagi_spec_examples(mhnr: tuple[int, int, int, int], lam: float) -> None:
+def test_aoyagi_examples(mhnr: tuple[int, int, int, int], lam: float) -> None:
     assert known.aoyagi_lambda(*mhnr) == lam
 
 
@@ -70,7 +70,7 @@ def test_polynomial_model_at_exact_minimum() -> None:
 
 def test_potentials() -> None:
     assert known.quadratic((1.0, 10.0, 100.0)).true_lambda == 1.5
-    assert known.power_sum((1, 2)).true_lambda == 0.75  # w1² + w2⁴ (SPEC example)
+    assert known.power_sum((1, 2)).true_lambda == 0.75  # w1² + w2⁴ (the chapter's example)
     assert known.power_sum((1, 2, 0)).true_lambda == 0.75  # unused coordinate adds 0
     assert known.normal_crossing((1, 2, 3)).true_lambda == pytest.approx(1 / 6)
     case = known.power_sum((1, 2, 0))
