@@ -4,9 +4,10 @@
   axis (type A and B in two colours, stage names on top);
 - :func:`log_time_axis` puts training steps on a log axis that keeps step 0 visible;
 - :func:`stage_names` names the stages ``{prefix}1``, ``{prefix}2``, …;
-- :func:`plot_llc_traces` draws per-chain online LLC traces (calibration figures).
+- :func:`plot_llc_traces` draws per-chain online LLC traces (calibration figures);
+- :func:`stage_figure`: loss + λ̂ + GP slope with the stages shaded (both stage chapters).
 
-Used by the regression and language stage chapters and the calibration chapter.
+Used by the regression and language stage chapters.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from devbook.stages import Stages
 
 STAGE_COLOURS = {"A": "#4C72B0", "B": "#DD8452"}
 
@@ -92,3 +96,92 @@ def mark_steps(ax: Axes, steps: Sequence[float], **kwargs: object) -> None:
     style = {"color": "k", "ls": ":", "lw": 0.8} | dict(kwargs)
     for s in steps:
         ax.axvline(s, **style)
+
+
+def stage_figure(steps: np.ndarray, loss: np.ndarray, llc: np.ndarray, llc_std: np.ndarray,
+                 stages: Stages, *, prefix: str = "LR", loss_label: str = "test loss",
+                 log_loss: bool = True, slope: bool = True,
+                 train_log: pd.DataFrame | None = None) -> Figure:
+    """Loss, λ̂ with its GP fit, and (optionally) the GP's slope, over log-time, stages shaded.
+
+    Parameters
+    ----------
+    steps, loss, llc, llc_std : numpy.ndarray
+        ``(n,)`` checkpoints, the loss there, λ̂ and its spread over chains.
+    stages : devbook.stages.Stages
+        The output of :func:`devbook.stages.find_stages` on ``(steps, llc)``.
+    prefix : str
+        Stage-name prefix (``"LR"``, ``"LM"``).
+    loss_label : str
+        Label of the loss curve.
+    log_loss : bool
+        Log-scale the loss axis.
+    slope : bool
+        Add the panel of ``dλ̂ / d log t`` with the tolerance band.
+    train_log : pandas.DataFrame, optional
+        A training log (``step``, ``loss``) drawn behind the loss.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (2 or 3 panels sharing the time axis).
+    """
+    import matplotlib.pyplot as plt
+
+    fit, n = stages.fit, 3 if slope else 2
+    fig, axes = plt.subplots(n, 1, figsize=(8, 2.5 * n), sharex=True)
+    axes[0].plot(steps, loss, "k.-", ms=3, lw=0.8, label=loss_label)
+    if train_log is not None:
+        axes[0].plot(train_log["step"], train_log["loss"], lw=0.8, alpha=0.6,
+                     label="training loss")
+        axes[0].legend(fontsize=8)
+    if log_loss:
+        axes[0].set_yscale("log")
+    axes[0].set_ylabel(loss_label)
+    axes[1].errorbar(steps, llc, yerr=llc_std, fmt=".", ms=3, lw=0.6, color="k",
+                     label=r"$\hat\lambda$ (± std over chains)")
+    axes[1].plot(fit.grid_steps, fit.mean, "C3", lw=1.2, label="GP mean")
+    axes[1].fill_between(fit.grid_steps, fit.mean - fit.std, fit.mean + fit.std, color="C3",
+                         alpha=0.15, lw=0)
+    axes[1].set_ylabel(r"LLC $\hat\lambda$")
+    axes[1].legend(fontsize=8, loc="lower right")
+    if slope:
+        axes[2].plot(fit.grid_steps, fit.slope, "C3")
+        axes[2].axhspan(-fit.tolerance, fit.tolerance, color="0.5", alpha=0.2, lw=0,
+                        label="tolerance")
+        axes[2].axhline(0, color="k", lw=0.6)
+        axes[2].set_ylabel(r"$d\hat\lambda / d\log t$")
+        axes[2].legend(fontsize=8)
+    for i, ax in enumerate(axes):
+        log_time_axis(ax, label="training step" if i == n - 1 else None, last=steps[-1])
+        shade_stages(ax, stages.table, prefix=prefix, label=i == 0)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(cells: dict[tuple, dict], chosen: tuple[float, float], *, gamma: float,
+                       batch_size: int) -> Figure:
+    """Per-chain online traces of a calibration grid: one row per checkpoint, one column per
+    (ε, nβ) cell (``cells`` from :func:`devbook.calibration.calibration_grid`, nβ resolved in
+    the titles via ``batch_size``); the ``chosen`` (ε, nβ) cell is drawn in blue."""
+    import matplotlib.pyplot as plt
+
+    from devbook.llc import default_nbeta
+
+    steps = sorted({k[0] for k in cells})
+    pairs = list(dict.fromkeys(k[1:] for k in cells))
+    fig, axes = plt.subplots(len(steps), len(pairs), figsize=(2.9 * len(pairs), 5.4),
+                             squeeze=False, sharex=True)
+    for i, s in enumerate(steps):
+        for j, (e, nb) in enumerate(pairs):
+            c, nbeta = cells[(s, e, nb)], default_nbeta(batch_size) if nb is None else nb
+            plot_llc_traces(axes[i, j], c["trace"], colour="C0" if (e, nb) == chosen else "0.45")
+            n_div = int(c["diverged"])
+            flag = f"\n{n_div} of {c['trace'].shape[0]} diverged" if n_div else ""
+            axes[i, j].set_title(f"step {s}: ε={e:g}, nβ={nbeta:g}{flag}", fontsize=8)
+            if i == 0:
+                axes[i, j].set_xlabel("")
+    fig.suptitle(f"online LLC traces per chain (γ={gamma:g}, batch {batch_size}); blue: this "
+                 "preset's setting", fontsize=10)
+    fig.tight_layout()
+    return fig

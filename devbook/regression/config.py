@@ -1,4 +1,4 @@
-"""Presets of the linear-regression setting (SPEC §4; paper App. E.2) and config validation.
+"""Presets of the linear-regression setting (paper §2.2, App. E.2) and config validation.
 
 A run config is a flat dict of JSON scalars; its hash is the run's key in :mod:`devbook.store`,
 so everything that changes the trained weights is in it (and nothing else is).
@@ -10,8 +10,16 @@ so everything that changes the trained weights is in it (and nothing else is).
   fits the regression chapter's ~25-minute budget on 2 cores (see ``CPU_PRESET_NOTE``).
 - ``smoke``: a few hundred steps, for tests and the smoke build (seconds).
 
-Used by every regression chapter (stages, forms, Hessian, calibration) via
-:func:`regression_config`.
+SGLD presets (:data:`SGLD_PRESETS`, rows of :class:`devbook.setting.SGLDPreset`):
+
+- ``paper``: the authors' hyperparameters for K = 8: ε = 3e-4, γ = 6.67, nβ = 66.7, 10 chains ×
+  5,000 steps of which 1,000 burn-in, SGLD batch 1,024 from n = 32,768 samples, every checkpoint.
+- ``cpu``: SGLD batch 64 with nβ = m / log m, 4 chains × 200 steps on every other LLC
+  checkpoint; ε = 1e-3 and γ = 100 chosen so the online traces flatten and no chain diverges
+  (see :data:`CPU_SGLD_NOTE` and the calibration figure of the stages chapter).
+- ``smoke``: a handful of draws, to exercise the code path.
+
+Used by the regression stages chapter through :data:`devbook.regression.setting`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ _PAPER: dict[str, Any] = {
     "setting": SETTING,
     "version": 1,           # bump when code changes would change the trained weights
     "seed": 1,
-    # data (SPEC §4)
+    # data (paper §2.2)
     "task_dim": 4,          # D
     "num_examples": 8,      # K pairs -> 2K tokens
     "noise_var": 0.125,     # σ²
@@ -46,7 +54,7 @@ _PAPER: dict[str, Any] = {
     "log_every": 500,
 }
 
-TABLE: dict[str, dict[str, Any]] = {
+RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
     "cpu": {**_PAPER, "num_steps": 20_000, "n_log_checkpoints": 50, "n_linear_checkpoints": 50,
             "n_ed_checkpoints": 500, "log_every": 100},
@@ -87,12 +95,35 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def regression_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
-    """The validated run config of ``preset`` with ``overrides`` (e.g. ``seed=0``).
+_SGLD_PAPER: dict[str, Any] = {
+    "epsilon": 3e-4, "gamma": 6.67, "nbeta": 66.7, "num_chains": 10, "num_draws": 4000,
+    "num_burnin": 1000, "batch_size": 1024, "num_samples": 32_768, "every": 1, "seed": 0,
+}
 
-    Unknown names or ill-typed values raise ``ValueError`` listing the valid ones
-    (:func:`devbook.presets.resolve`); ``setting`` cannot be overridden.
-    """
-    if "setting" in overrides:
-        raise ValueError("'setting' cannot be overridden")
-    return validate(presets.resolve(TABLE, preset, overrides))
+SGLD_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(_SGLD_PAPER),
+    # calibrated on the cpu run with m = 64, so nβ = m / log m (paper App. E.3.1): at steps 869,
+    # 1633 and 2449 all chains stay finite and the online trace moves by 3-4 % over the second
+    # half of 200 steps; ε = 3e-4 with nβ = 66.7 still rose by ~10 %, and ε = 1e-3 with
+    # nβ = 66.7 diverged at step 1633 (see the calibration figure of the chapter)
+    "cpu": {**_SGLD_PAPER, "epsilon": 1e-3, "gamma": 100.0, "nbeta": None, "num_chains": 4,
+            "num_draws": 150, "num_burnin": 50, "batch_size": 64, "num_samples": 8192,
+            "every": 2},
+    "smoke": {**_SGLD_PAPER, "epsilon": 1e-3, "gamma": 100.0, "nbeta": None, "num_chains": 2,
+              "num_draws": 20, "num_burnin": 5, "batch_size": 32, "num_samples": 1024,
+              "every": 2},
+}
+
+CPU_SGLD_NOTE = ("cpu SGLD: batch 64 instead of 1,024 (so nβ = 64 / log 64), 4 chains × "
+                 "200 steps (50 burn-in) instead of 10 × 5,000, on every other LLC checkpoint, "
+                 "so the sweep fits the chapter's budget; ε = 1e-3 and γ = 100 calibrated so "
+                 "the online traces flatten without divergence.")
+
+# Evaluation sizes: the probe batch of the metrics and the (ε, nβ) pairs of the calibration
+# figure (nβ None = m / log m).
+EVAL_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"probe_n": 256, "calibration": [[1e-3, 66.7], [1e-3, None]]},
+    "cpu": {"probe_n": 1024,
+            "calibration": [[3e-4, 66.7], [1e-3, 66.7], [1e-3, None], [3e-3, None]]},
+    "paper": {"probe_n": 1024, "calibration": [[1e-4, 66.7], [3e-4, 66.7], [1e-3, 66.7]]},
+}

@@ -1,4 +1,4 @@
-"""Tasks, sequences, tokens and fixed datasets of in-context linear regression (SPEC §4, App. E.2).
+"""Tasks, sequences, tokens and fixed datasets of in-context linear regression (paper §2.2, App. E.2).
 
 A task is ``t ~ N(0, I_D)`` (infinite tasks) or one of ``M`` fixed tasks drawn once (discrete
 tasks, ``num_tasks = M``); a sequence is ``K`` pairs ``x_k ~ N(0, I_D)``,
@@ -8,8 +8,8 @@ Tokens (``D + 1`` dims): ``x_k -> (0, x_k)``, ``y_k -> (y_k, 0, ..., 0)``, inter
 ``x_1, y_1, ..., x_K, y_K`` (``2K`` tokens); the prediction of ``y_k`` is the first component of
 the output at the ``x_k`` position (:func:`readout`).
 
-All randomness goes through an explicit ``torch.Generator``; :func:`generator` derives
-independent streams from ``(seed, purpose)``. :func:`fixed_dataset` gives the held-out batches
+All randomness goes through an explicit ``torch.Generator`` (:func:`devbook.rng.generator`,
+independent streams per ``(seed, purpose)``). :func:`fixed_dataset` gives the held-out batches
 used by the metrics and the SGLD dataset of the LLC sweep (``(xs, ys)``, sharing dim 0).
 
 Used by ``devbook.regression.train`` / ``metrics`` and the regression chapters.
@@ -17,23 +17,13 @@ Used by ``devbook.regression.train`` / ``metrics`` and the regression chapters.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """A 63-bit seed for the stream ``purpose`` of ``seed`` (independent across purposes)."""
-    digest = hashlib.sha256(f"{int(seed)}:{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def generator(seed: int, purpose: str) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with :func:`derive_seed` ``(seed, purpose)``."""
-    return torch.Generator().manual_seed(derive_seed(seed, purpose))
+from devbook.rng import generator
 
 
 @dataclass(frozen=True)

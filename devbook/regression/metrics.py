@@ -1,4 +1,4 @@
-"""Behavioural and structural metrics of the regression transformer (paper App. D.2–D.3, SPEC §4).
+"""Behavioural and structural metrics of the regression transformer (paper App. D.2–D.3).
 
 Everything is evaluated from a checkpoint's weights on fixed, seeded held-out batches
 (:func:`devbook.regression.data.fixed_dataset`), so every checkpoint sees the same inputs.
@@ -50,7 +50,8 @@ from devbook.progress import progress as tqdm
 
 from devbook.regression.data import Batch, RegressionData, fixed_dataset, readout, tokenise
 from devbook.regression.model import RegressionTransformer
-from devbook.regression.train import llc_checkpoint_steps, load_model
+from devbook.regression.setting import SETTING
+from devbook.setting import evaluate_checkpoints
 from devbook.store import Run
 
 DEFAULT_GAINS: tuple[float, ...] = (0.5, 2.0, 4.0, 8.0)
@@ -211,35 +212,31 @@ class RunMetrics:
     vectors: dict[str, np.ndarray]
 
 
-def evaluate_run(run: Run, steps: Sequence[int] | None = None, n: int = 1024,
+def evaluate_run(run: Run, steps: Sequence[int], n: int = 1024,
                  gains: Sequence[float] = DEFAULT_GAINS, seed: int = 0,
                  ln_threshold: float = 0.1, progress: bool = True) -> RunMetrics:
-    """:func:`checkpoint_metrics` at ``steps`` (default: the LLC checkpoints), cached in the store.
+    """:func:`checkpoint_metrics` at ``steps``, each checkpoint cached in the store.
 
-    The cache key is the evaluation config (steps, n, gains, seed, ln_threshold), so a second
-    call with the same arguments reads the stored table instead of recomputing.
+    The cache key is the evaluation config (n, gains, seed, ln_threshold) and the step, so a
+    second call reads the stored rows and an interrupted evaluation resumes.
     """
-    steps = sorted(int(s) for s in (llc_checkpoint_steps(run.config) if steps is None else steps))
-    eval_config = {"steps": steps, "n": n, "gains": [float(g) for g in gains], "seed": seed,
+    steps = sorted(int(s) for s in steps)
+    eval_config = {"n": n, "gains": [float(g) for g in gains], "seed": seed,
                    "ln_threshold": ln_threshold}
+    probes = make_probes(run.config, n, gains, seed)
 
-    def compute() -> dict[str, np.ndarray]:
-        probes = make_probes(run.config, n, gains, seed)
-        rows, vecs = [], []
-        for step in tqdm(steps, desc="regression metrics", disable=not progress):
-            s, v = checkpoint_metrics(load_model(run, step), probes, ln_threshold)
-            rows.append({"step": step, **s})
-            vecs.append(v)
-        table = pd.DataFrame(rows)
-        arrays = {f"table:{c}": table[c].to_numpy() for c in table.columns}
-        arrays.update({f"vec:{k}": np.stack([v[k] for v in vecs]) for k in vecs[0]})
-        return arrays
+    def compute(step: int) -> dict[str, np.ndarray]:
+        scalars, vectors = checkpoint_metrics(SETTING.load_model(run, step), probes, ln_threshold)
+        return {**{f"table:{k}": np.asarray(v) for k, v in scalars.items()},
+                **{f"vec:{k}": np.asarray(v) for k, v in vectors.items()}}
 
-    arrays = run.cached("regression-metrics", eval_config, compute)
-    table = pd.DataFrame({k.removeprefix("table:"): a for k, a in arrays.items()
-                          if k.startswith("table:")})
-    table["step"] = table["step"].astype(int)
-    vectors = {k.removeprefix("vec:"): a for k, a in arrays.items() if k.startswith("vec:")}
+    results = evaluate_checkpoints(run, "regression-metrics", eval_config, steps, compute,
+                                   progress=progress)
+    table = pd.DataFrame([{"step": step, **{k.removeprefix("table:"): r[k].item() for k in r
+                                            if k.startswith("table:")}}
+                          for step, r in zip(steps, results)])
+    vectors = {k.removeprefix("vec:"): np.stack([r[k] for r in results])
+               for k in results[0] if k.startswith("vec:")}
     return RunMetrics(table, vectors)
 
 

@@ -131,11 +131,6 @@ class RegressionTransformer(nn.Module):
         return readout(self.forward(tokenise(xs, ys)))
 
 
-def parameter_count(model: nn.Module) -> int:
-    """Number of trainable parameters (51,717 for the paper's model)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def loss_fn(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     """Mean squared error of the predictions over ``k`` and the batch; ``batch = (xs, ys)``."""
     xs, ys = batch
