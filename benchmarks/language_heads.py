@@ -24,10 +24,10 @@ import time
 import torch
 
 from devbook.language import metrics as lm
-from devbook.language.config import language_config
+from devbook.language import SETTING
 from devbook.language.data import language_data
 from devbook.language.model import loss_fn, make_model
-from devbook.language.train import generator
+from devbook.rng import generator
 
 
 def head_scores(model: torch.nn.Module, md: lm.MetricData) -> dict[str, float]:
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25.0)
     parser.add_argument("--every", type=int, default=1000)
     args = parser.parse_args()
-    cfg = language_config("cpu", **json.loads(args.override))
+    cfg = SETTING.config("cpu", **json.loads(args.override))
     data = language_data(cfg)
     md = lm.metric_data(data, cfg["n_ctx"], cfg["d_vocab"], 32, 200, seed=0)
     model = make_model(cfg)

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from devbook.llc import estimate_llc
-from devbook.regression import loss_fn, make_trainer, parameter_count, regression_config
-from devbook.regression.llc_sweep import llc_config, sgld_config, sgld_data
+from devbook.regression import SETTING, loss_fn, make_trainer
+from devbook.training import parameter_count
 
 
 def train_speed(steps: int, warmup: int) -> tuple[float, int]:
     """Training steps/s of the paper-size model at batch 256 (after ``warmup`` steps)."""
-    config = regression_config("paper")
+    config = SETTING.config("paper")
     trainer = make_trainer(config)
     for s in range(warmup):
         trainer.train_step(s)
@@ -44,13 +44,13 @@ def train_speed(steps: int, warmup: int) -> tuple[float, int]:
 
 def sgld_speed(preset: str, chains: int, draws: int) -> dict[str, float]:
     """Chain-steps/s of estimate_llc vectorised vs sequential on one trained-ish model."""
-    cfg = llc_config(preset, num_chains=chains, num_draws=draws, num_burnin=0)
-    run_config = regression_config("paper")
+    preset_sgld = SETTING.sgld(preset, num_chains=chains, num_draws=draws, num_burnin=0)
+    run_config = SETTING.config("paper")
     model = make_trainer(run_config).model
-    data = sgld_data(run_config, cfg)
-    sgld = sgld_config(cfg)
+    data = SETTING.sgld_data(run_config, preset_sgld)
+    sgld = preset_sgld.sgld_config()
     # warm-up both paths (allocation, vmap tracing)
-    warm = sgld_config(llc_config(preset, num_chains=chains, num_draws=2, num_burnin=0))
+    warm = SETTING.sgld(preset, num_chains=chains, num_draws=2, num_burnin=0).sgld_config()
     estimate_llc(model, loss_fn, data, warm, seed=0, vectorize=True)
     estimate_llc(model, loss_fn, data, warm, seed=0, vectorize=False)
     vec = estimate_llc(model, loss_fn, data, sgld, seed=0, vectorize=True)

@@ -122,10 +122,12 @@ def test_common_ngrams_follow_large_vocab_merge_order() -> None:
 # ----------------------------------------------------------------------------- model, training
 import torch  # noqa: E402
 
-from devbook.language import config as lcfg  # noqa: E402
 from devbook.language import metrics as lm  # noqa: E402
 from devbook.language.data import language_data  # noqa: E402
-from devbook.language.model import loss_fn, make_model, num_parameters, token_losses  # noqa: E402
+from devbook.language import SETTING  # noqa: E402
+from devbook.language.model import loss_fn, make_model, token_losses  # noqa: E402
+from devbook.language.train import make_trainer  # noqa: E402
+from devbook.training import parameter_count  # noqa: E402
 from devbook.store import open_run  # noqa: E402
 from devbook.training import train_run  # noqa: E402
 
@@ -139,17 +141,17 @@ def tiny_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     words = " ".join(TEXTS).split()
     lines = [" ".join(rng.choice(words, 60)) + " " + TEXTS[i % 3] for i in range(60)]
     datasets.Dataset.from_dict({"text": lines}).save_to_disk(str(tmp_path / "ds"))
-    return lcfg.language_config("smoke", data=str(tmp_path / "ds"), d_vocab=300, d_model=32,
+    return SETTING.config("smoke", data=str(tmp_path / "ds"), d_vocab=300, d_model=32,
                                 n_heads=4, d_head=8, num_steps=12, log_every=4)
 
 
 def test_paper_model_matches_spec() -> None:
-    cfg = lcfg.language_config("paper")
+    cfg = SETTING.config("paper")
     model = make_model(cfg)
-    assert 3.0e6 < num_parameters(model) < 3.2e6  # ≈3.1M without W_pos (SPEC §5)
+    assert 3.0e6 < parameter_count(model, exclude=("pos_embed.W_pos",)) < 3.2e6  # ≈3.1M (paper App. E.1.1)
     assert model.cfg.attn_only and model.cfg.positional_embedding_type == "shortformer"
     assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head, model.cfg.n_ctx) == (2, 8, 32, 1024)
-    one = make_model(lcfg.language_config("paper", n_layers=1))
+    one = make_model(SETTING.config("paper", n_layers=1))
     assert one.cfg.n_layers == 1
     again = make_model(cfg)
     assert torch.equal(model.W_E, again.W_E)  # deterministic init
@@ -158,17 +160,16 @@ def test_paper_model_matches_spec() -> None:
 
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown parameter"):
-        lcfg.language_config("cpu", n_layer=2)
+        SETTING.config("cpu", n_layer=2)
     with pytest.raises(ValueError, match="n_layers must be 1 or 2"):
-        lcfg.language_config("cpu", n_layers=3)
+        SETTING.config("cpu", n_layers=3)
     with pytest.raises(ValueError, match="unknown preset"):
-        lcfg.language_config("gpu")
-    with pytest.raises(ValueError, match="llc_epsilon"):
-        lcfg.eval_config("cpu", llc_epsilon=-1.0)
+        SETTING.config("gpu")
+    with pytest.raises(ValueError, match="epsilon"):
+        SETTING.sgld("cpu", epsilon=-1.0)
 
 
 def test_losses_and_training_resume(tiny_config: dict) -> None:
-    from devbook.language import train as lt
 
     data = language_data(tiny_config)
     assert data.tokenizer.get_vocab_size() == 300
@@ -179,23 +180,23 @@ def test_losses_and_training_resume(tiny_config: dict) -> None:
     per_token = token_losses(model, batch)
     assert per_token.shape == (3, tiny_config["n_ctx"] - 1)
     assert torch.allclose(per_token.mean(), loss_fn(model, (batch,)), atol=1e-5)
-    run = lt.train(tiny_config, progress=False)
+    run = SETTING.train(tiny_config, progress=False)
     assert run.complete and run.checkpoint_steps()[0] == 0
     log = run.metrics()
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]
     # an interrupted run (only the first half trained) resumes to the same weights
     half = dict(tiny_config, seed=1)
-    full = lt.train(half, progress=False)
+    full = SETTING.train(half, progress=False)
     w_full = full.load_weights(12)
     shutil.rmtree(full.path)
 
-    steps = lt.checkpoints(half)
+    steps = SETTING.checkpoint_steps(half)
     run6 = open_run(half)
     # a trainer that is killed after 6 updates
     calls = {"n": 0}
 
     def stopping_trainer() -> object:
-        tr = lt.make_trainer(half)
+        tr = make_trainer(half)
         inner = tr.train_step
 
         def step(i: int) -> dict:
@@ -209,7 +210,7 @@ def test_losses_and_training_resume(tiny_config: dict) -> None:
     with pytest.raises(KeyboardInterrupt):
         train_run(run6, stopping_trainer, 12, steps, log_every=4, progress=False)
     assert not run6.complete
-    resumed = lt.train(half, progress=False)
+    resumed = SETTING.train(half, progress=False)
     for k, v in resumed.load_weights(12).items():
         assert torch.equal(v, w_full[k]), k
 

@@ -9,11 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from devbook.regression import (PAPER_PARAMETER_COUNT, RegressionData, RegressionTransformer,
-                                ed_checkpoint_steps, fixed_dataset,
-                                llc_checkpoint_steps, generator, load_model,
-                                loss_fn, make_optimizer, make_trainer, parameter_count, readout,
-                                regression_config, tokenise, train)
+from devbook.regression import (PAPER_PARAMETER_COUNT, SETTING, RegressionData,
+                                RegressionTransformer, fixed_dataset, loss_fn, make_optimizer,
+                                make_trainer, one_cycle_lr, readout, tokenise)
+from devbook.rng import generator
+from devbook.training import parameter_count
+
+regression_config = SETTING.config
+train = SETTING.train
+load_model = SETTING.load_model
+llc_checkpoint_steps = SETTING.llc_steps
+ed_checkpoint_steps = SETTING.ed_steps
 from devbook.regression import metrics as M
 from devbook.store import open_run
 from devbook.training import checkpoint_schedule, train_run
@@ -231,7 +237,7 @@ def test_behaviour_metrics_of_a_zero_predictor():
 
 
 def test_evaluate_run_is_cached(smoke_run, monkeypatch):
-    res = M.evaluate_run(smoke_run, n=128, gains=(2.0,), progress=False)
+    res = M.evaluate_run(smoke_run, llc_checkpoint_steps(smoke_run.config), n=128, gains=(2.0,), progress=False)
     assert list(res.table["step"]) == llc_checkpoint_steps(smoke_run.config)
     assert set(llc_checkpoint_steps(smoke_run.config)) | set(
         ed_checkpoint_steps(smoke_run.config)) == set(smoke_run.checkpoint_steps())
@@ -239,7 +245,39 @@ def test_evaluate_run_is_cached(smoke_run, monkeypatch):
     assert res.vectors["ln_weight_final"].shape == (len(res.table), 64)
     assert res.table["loss"].iloc[-1] < res.table["loss"].iloc[0]
     monkeypatch.setattr(M, "checkpoint_metrics", lambda *a, **k: pytest.fail("recomputed"))
-    again = M.evaluate_run(smoke_run, n=128, gains=(2.0,), progress=False)
+    again = M.evaluate_run(smoke_run, llc_checkpoint_steps(smoke_run.config), n=128, gains=(2.0,), progress=False)
     pd.testing.assert_frame_equal(res.table, again.table, check_exact=True)
     heads = M.classify_heads(res.table.iloc[-1])
     assert len(heads) == 2 * 4 * 2 and set(heads["query"]) == {"x", "y"}
+
+
+def test_one_cycle_lr_matches_torchs_scheduler():
+    for n in (10, 37, 400):
+        opt, sched = make_optimizer(torch.nn.Linear(1, 1), n, 0.003)
+        lrs = []
+        for _ in range(n):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        np.testing.assert_allclose(one_cycle_lr(n, 0.003), lrs, rtol=1e-7)
+
+
+def test_paper_equivalent_maps_the_paper_onto_itself():
+    from devbook.regression import compare
+
+    steps = [0, 1_000, 40_000, 250_000, 500_000]
+    np.testing.assert_allclose(compare.paper_equivalent(steps, 500_000, 0.003), steps, atol=1e-6)
+    # a run compressed 25x reaches a later paper step at its end than its share of steps
+    end = compare.paper_equivalent([20_000], 20_000, 0.003)[0]
+    assert 20_000 < end < 500_000
+
+
+def test_sgld_preset_resolves_nbeta_to_m_over_log_m():
+    sgld = SETTING.sgld("cpu")
+    assert sgld.nbeta is None
+    assert sgld.sgld_config().nbeta == pytest.approx(64 / math.log(64))
+    assert SETTING.sgld("paper").sgld_config().nbeta == 66.7
+    with pytest.raises(ValueError, match="valid parameters"):
+        SETTING.sgld("cpu", epsilonn=1.0)
+    with pytest.raises(ValueError, match="nbeta"):
+        SETTING.sgld("cpu", nbeta=-1.0)

@@ -1,8 +1,8 @@
-"""Presets of the language setting (SPEC §5; paper App. C, E.1) and config validation.
+"""Presets of the language setting (paper §2.1, App. C, E.1) and config validation.
 
 A run config is a flat dict of JSON scalars; its hash is the run's key in :mod:`devbook.store`,
-so everything that changes the trained weights is in it (and nothing else is). Evaluation
-settings (LLC sampler, metric sample sizes) live in :data:`EVAL_TABLE`.
+so everything that changes the trained weights is in it (and nothing else is). The SGLD
+sampler's presets are :data:`SGLD_PRESETS`, the metric sample sizes :data:`EVAL_PRESETS`.
 
 - ``paper``: 2 layers × 8 heads, d_model 256, d_head 32, n_ctx 1024, d_vocab 5000, attention
   only, shortformer positions, LayerNorm; AdamW lr 1e-3, wd 0.05, batch 100, 50k steps.
@@ -10,7 +10,7 @@ settings (LLC sampler, metric sample sizes) live in :data:`EVAL_TABLE`.
   sequences per batch and a higher learning rate (see :data:`CPU_PRESET_NOTE`).
 - ``smoke``: a tiny context and a few dozen steps (seconds), exercising every code path.
 
-Used by ``book/language/stages.md`` via :func:`language_config` and :func:`eval_config`.
+Used by ``book/language/stages.md`` through :data:`devbook.language.SETTING`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _PAPER: dict[str, Any] = {
     # data: "corpus" (the offline books) or a folder saved with datasets' save_to_disk
     "data": "corpus",
     "split_seed": 0,
-    # model (SPEC §5)
+    # model (paper App. E.1.1)
     "n_layers": 2,
     "d_model": 256,
     "n_heads": 8,
@@ -44,7 +44,7 @@ _PAPER: dict[str, Any] = {
     "log_every": 100,
 }
 
-TABLE: dict[str, dict[str, Any]] = {
+RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
     "cpu": {**_PAPER, "d_model": 128, "d_head": 16, "n_ctx": 32, "batch_size": 16,
             "lr": 0.003, "num_steps": 20_000, "n_log_checkpoints": 40,
@@ -63,32 +63,36 @@ CPU_PRESET_NOTE = (
     "after 5,000-6,000 with 256 or 512. No context tried gave induction heads within the "
     "chapter's ~40-minute budget (a step takes about 67 ms on one core).")
 
-# Evaluation settings: LLC sampler (SPEC §1; nβ = m / log m by default) and metric sizes.
-_EVAL_PAPER: dict[str, Any] = {
-    "llc_chains": 20,
-    "llc_draws": 200,
-    "llc_batch_size": 100,
-    "llc_epsilon": 0.0003,
-    "llc_gamma": 300.0,
-    "llc_nbeta": 0.0,        # 0 = m / log m
-    "llc_seed": 0,
-    "llc_every": 1,          # estimate at every k-th checkpoint
-    "llc_sequences": 10_000,  # SGLD data: windows from the SGLD split
-    "n_eval_sequences": 1000,  # validation windows for the behavioural metrics
-    "n_synthetic": 10_000,   # synthetic sequences for previous-token / prefix matching
+# SGLD presets (rows of devbook.setting.SGLDPreset; nβ None = m / log m, paper App. E.3.1).
+_SGLD_PAPER: dict[str, Any] = {
+    "num_chains": 20,
+    "num_draws": 200,
+    "batch_size": 100,
+    "epsilon": 0.0003,
+    "gamma": 300.0,
+    "nbeta": None,
+    "seed": 0,
+    "every": 1,               # estimate at every k-th checkpoint
+    "num_samples": 10_000,    # SGLD data: windows from the SGLD split
+    "init_loss_batch_size": 32,
 }
-EVAL_TABLE: dict[str, dict[str, Any]] = {
-    "paper": dict(_EVAL_PAPER),
+SGLD_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(_SGLD_PAPER),
     # cpu: ε, γ calibrated on checkpoints 2,035 and 4,211 of this run (2 chains × 80 draws,
     # γ = 300, m = 32 windows of 32 tokens): ε = 3e-4 still rising (online λ̂ 1.34 → 2.35 from
     # draw 20 to 80; split-R̂ 1.08, 1.10), ε = 1e-3 nearly flat over the second half
     # (2.64 → 2.79, 2.69 → 2.82; R̂ 1.01, 1.00), ε = 3e-3 flat but higher (3.51, 3.60); none
     # diverged. The same ε, γ were chosen for the earlier 128-token cpu run.
-    "cpu": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 80, "llc_batch_size": 32,
-            "llc_epsilon": 0.001, "llc_gamma": 300.0, "llc_sequences": 512, "llc_every": 3,
-            "n_eval_sequences": 100, "n_synthetic": 400},
-    "smoke": {**_EVAL_PAPER, "llc_chains": 2, "llc_draws": 5, "llc_batch_size": 4,
-              "llc_sequences": 16, "n_eval_sequences": 8, "n_synthetic": 16},
+    "cpu": {**_SGLD_PAPER, "num_chains": 2, "num_draws": 80, "batch_size": 32,
+            "epsilon": 0.001, "gamma": 300.0, "num_samples": 512, "every": 3},
+    "smoke": {**_SGLD_PAPER, "num_chains": 2, "num_draws": 5, "batch_size": 4,
+              "num_samples": 16},
+}
+# Sizes of the behavioural metrics: validation windows and synthetic head-probe sequences.
+EVAL_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"n_eval_sequences": 1000, "n_synthetic": 10_000},
+    "cpu": {"n_eval_sequences": 100, "n_synthetic": 400},
+    "smoke": {"n_eval_sequences": 8, "n_synthetic": 16},
 }
 
 
@@ -109,25 +113,3 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {config['lr']}, "
                          f"{config['weight_decay']}")
     return config
-
-
-def language_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
-    """The validated run config of ``preset`` with ``overrides`` (e.g. ``n_layers=1``).
-
-    Unknown names or ill-typed values raise ``ValueError`` listing the valid ones.
-    """
-    if "setting" in overrides:
-        raise ValueError("'setting' cannot be overridden")
-    return validate(presets.resolve(TABLE, preset, overrides))
-
-
-def eval_config(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
-    """The evaluation settings of ``preset`` (LLC sampler, metric sizes) with ``overrides``."""
-    cfg = presets.resolve(EVAL_TABLE, preset, overrides)
-    for name in ("llc_chains", "llc_draws", "llc_batch_size", "llc_every", "llc_sequences",
-                 "n_eval_sequences", "n_synthetic"):
-        if cfg[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
-    if cfg["llc_epsilon"] <= 0 or cfg["llc_gamma"] < 0 or cfg["llc_nbeta"] < 0:
-        raise ValueError("llc_epsilon must be > 0, llc_gamma >= 0, llc_nbeta >= 0 (0 = m/log m)")
-    return cfg

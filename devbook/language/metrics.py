@@ -1,4 +1,4 @@
-"""Behavioural and structural metrics of the language stages (SPEC §5; paper App. C).
+"""Behavioural and structural metrics of the language stages (paper App. C).
 
 :class:`MetricData` fixes everything a metric evaluates on (validation windows, the empirical
 bigram table, common n-grams, synthetic sequences), built once per run by
@@ -28,6 +28,7 @@ length. Used by ``book/language/stages.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,8 @@ from torch import nn
 from devbook.language import tokenizer as tk
 from devbook.language.data import LanguageData
 from devbook.language.model import token_losses
+from devbook.setting import evaluate_checkpoints
+from devbook.store import Run
 
 PAPER_POSITIONS: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000)
 
@@ -216,19 +219,16 @@ def induction_opportunity(windows: torch.Tensor) -> float:
     return float(hit.float().mean())
 
 
-def evaluate_run(run: object, build_model: object, md: MetricData, steps: list[int],
-                 md_key: dict, progress: bool = True) -> dict[str, np.ndarray]:
+def evaluate_run(run: Run, build_model: Callable[[int], nn.Module], md: MetricData,
+                 steps: list[int], md_key: dict, progress: bool = True) -> dict[str, np.ndarray]:
     """:func:`evaluate` at every checkpoint in ``steps``, cached per step in the run store.
 
     ``build_model(step)`` loads a checkpoint; ``md_key`` (JSON) identifies how ``md`` was built
     (part of the cache key). Returns ``{"step": (S,), metric: (S, ...)}`` stacked over steps.
     """
-    from devbook.progress import progress as tqdm
-
-    results = []
-    for step in tqdm(steps, desc="metrics over checkpoints", disable=not progress):
-        results.append(run.cached("lm-metrics", {**md_key, "step": int(step)},
-                                  lambda: evaluate(build_model(step), md)))
+    results = evaluate_checkpoints(run, "lm-metrics", md_key, steps,
+                                   lambda step: evaluate(build_model(step), md),
+                                   progress=progress)
     out = {"step": np.asarray(steps)}
     for key in results[0]:
         out[key] = np.stack([r[key] for r in results])

@@ -1,4 +1,4 @@
-"""The paper's attention-only language transformer (SPEC §5; paper E.1.1), via TransformerLens.
+"""The paper's attention-only language transformer (paper App. E.1.1), via TransformerLens.
 
 :func:`hooked_config` maps a run config (:mod:`devbook.language.config`) to a
 ``HookedTransformerConfig``: 1 or 2 layers, 8 heads of size 32, d_model 256, attention only,
@@ -54,9 +54,3 @@ def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     logits = model(tokens, return_type="logits")
     return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                        tokens[:, 1:].reshape(-1))
-
-
-def num_parameters(model: nn.Module, without_pos: bool = True) -> int:
-    """Number of parameters (the paper counts ≈3.1M for 2 layers without ``W_pos``)."""
-    return sum(p.numel() for n, p in model.named_parameters()
-               if not (without_pos and n == "pos_embed.W_pos"))
