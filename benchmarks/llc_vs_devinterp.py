@@ -18,7 +18,7 @@ sampler can beat it. For a tiny model (the RRR) the loop is per-call overhead, w
 amortises.
 
 Parameter mapping (devinterp/optim/sgld.py, 1.3.2): Δw = −(lr/2)(nbeta·∇L_m + localization·
-(w − w0)) + sqrt(lr)·N(0, 1), i.e. SPEC §1 with ε = lr, γ = localization, nβ = nbeta. The
+(w − w0)) + sqrt(lr)·N(0, 1), i.e. the update of paper App. A.4 with ε = lr, γ = localization, nβ = nbeta. The
 script checks this on one step with shared gradient and noise before timing anything.
 
 Run:  .venv/bin/pip install --no-deps -r benchmarks/requirements.txt
@@ -43,7 +43,7 @@ from devbook.llc import LLCResult, SGLDConfig, default_nbeta, estimate_llc
 
 
 def check_step_mapping() -> float:
-    """Max |difference| between one devinterp SGLD step and the SPEC §1 update, same inputs."""
+    """Max |difference| between one devinterp SGLD step and the paper App. A.4 update, same inputs."""
     from devinterp.optim.sgld import SGLD
 
     eps, gamma, nbeta = 1e-3, 5.0, 30.0
@@ -202,7 +202,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats} "
           f"interleaved repeats; one-step mapping check: "
-          f"max |devinterp − SPEC| = {check_step_mapping():.1e} (float32 rounding)")
+          f"max |devinterp − devbook| = {check_step_mapping():.1e} (float32 rounding)")
     draws = 50 if args.quick else 200
     results = []
 

@@ -1,7 +1,7 @@
 """The run store: one directory per full training config, resumable training, cached evaluations.
 
-Every chapter asks the store for a run instead of training inline; the regression stages,
-chapters share runs this way.
+Every chapter asks the store for a run instead of training inline, so chapters that read the
+same run share it and nothing is trained twice for one config.
 
 Layout of a run directory ``cache_dir("runs") / f"{setting}-{key}"``::
 

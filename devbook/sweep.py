@@ -8,7 +8,7 @@ LLC-over-time curve). Each checkpoint's estimate is cached separately under the 
 (``Run.cached``, keyed by the SGLD config, the seed, a hash of the data and the step), so an
 interrupted sweep resumes and a repeated one is free.
 
-Used by ``book/regression/stages.md`` (and the calibration chapter, and the language chapters);
+Used by :meth:`devbook.setting.Setting.llc_sweep` (the regression and language stage chapters);
 :func:`sweep_llc` returns a :class:`LLCSweep` (``.table`` one row per checkpoint, ``.traces``
 the online per-chain traces).
 """

@@ -1,4 +1,4 @@
-"""devbook.llc: the SGLD LLC estimator recovers known learning coefficients (SPEC §1), is
+"""devbook.llc: the SGLD LLC estimator recovers known learning coefficients (paper App. A.1), is
 deterministic, gives the same numbers vectorised and sequentially, leaves the model untouched,
 flags failing chains and rejects bad configurations.
 
@@ -220,7 +220,7 @@ def test_split_rhat() -> None:
 
 
 def test_default_nbeta() -> None:
-    assert default_nbeta(100) == pytest.approx(21.7147, abs=1e-4)  # the LM setting of SPEC §1
+    assert default_nbeta(100) == pytest.approx(21.7147, abs=1e-4)  # the language setting (paper App. E.1.3)
     for bad in (1, 0, 2.5, True):
         with pytest.raises(ValueError, match="batch_size"):
             default_nbeta(bad)  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 The paper truncates GPT-2's tokenizer to 5,000 tokens. Here a 5,000-token byte-level BPE is
 trained with HF ``tokenizers`` on the training split of :mod:`devbook.language.corpus`; a
 50,000-token BPE on the same text stands in for GPT-2's vocabulary, whose merge order defines
-the "common n-grams" of the n-gram score (paper C.2.2, SPEC §5). Both are deterministic
+the "common n-grams" of the n-gram score (paper App. C.2.2). Both are deterministic
 (one thread, fixed trainer settings) and cached by a hash of the text.
 """
 

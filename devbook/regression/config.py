@@ -19,7 +19,7 @@ SGLD presets (:data:`SGLD_PRESETS`, rows of :class:`devbook.setting.SGLDPreset`)
   (see :data:`CPU_SGLD_NOTE` and the calibration figure of the stages chapter).
 - ``smoke``: a handful of draws, to exercise the code path.
 
-Used by the regression stages chapter through :data:`devbook.regression.setting`.
+Used by the regression stages chapter through :data:`devbook.regression.SETTING`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The regression transformer of SPEC §4 (paper App. E.2.1; ~51k parameters).
+"""The regression transformer of the authors' code (paper App. E.2.1; ~51k parameters).
 
 ``RegressionTransformer``: token embedding ``Linear(D+1 -> d, no bias)``; learned absolute
 positional embedding ``(2K, d)``, added; ``n_layers`` pre-LayerNorm blocks
