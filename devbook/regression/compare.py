@@ -134,3 +134,34 @@ def paper_results_figure(folder: Path) -> tuple[Figure | None, list[tuple[str, p
     ax.set_ylabel(r"$\hat\lambda$")
     ax.legend(fontsize=8)
     return fig, tables
+
+
+def differences(num_steps: int, sgld: dict, stages: pd.DataFrame, run_end_eq: float,
+                reduced: bool) -> list[str]:
+    """Markdown notes on where a run differs from the paper's: length, SGLD, stages found.
+
+    ``sgld`` is the run's SGLD preset as a dict; ``run_end_eq`` the paper step equivalent to the
+    run's last step; ``reduced`` is False at the ``paper`` preset (no length or SGLD notes).
+    """
+    notes = []
+    if reduced:
+        later = [s for s in PAPER_STAGES["stage"][PAPER_STAGES["start"] >= run_end_eq]]
+        notes.append(
+            f"- **Length.** {num_steps:,} steps instead of 500,000: by cumulative learning rate "
+            f"the run ends at the equivalent of paper step {run_end_eq:,.0f}, so the paper's "
+            f"stages after that ({', '.join(later) or 'none'}) cannot appear. Their mechanism, "
+            "the slow collapse of layer-norm and unembedding weights under a small learning "
+            "rate, needs the long annealing phase of the full run; the compressed schedule "
+            f"anneals {PAPER_STEPS // num_steps}× faster.")
+        notes.append(
+            f"- **SGLD.** Batch {sgld['batch_size']} instead of 1,024, {sgld['num_chains']} "
+            f"chains × {sgld['num_burnin'] + sgld['num_draws']} steps instead of 10 × 5,000, "
+            f"ε = {sgld['epsilon']:g}, γ = {sgld['gamma']:g} (calibrated above), and one "
+            f"checkpoint in {sgld['every']}: the estimates are noisier and their scale is not "
+            "comparable with the paper's (the LLC estimate depends on ε, γ and nβ); the GP "
+            "smoothing absorbs some of the noise, but milestones can move by a checkpoint or two.")
+    n_a, n_b = int((stages["type"] == "A").sum()), int((stages["type"] == "B").sum())
+    notes.append(f"- **Stages found.** {len(stages)} ({n_a} of type A, {n_b} of type B) against "
+                 "the paper's five (three A, two B) over the full run; the table above compares "
+                 "them on the paper's step axis.")
+    return notes
