@@ -2,7 +2,7 @@
 
 A result is stored under ``<run>/evals/{name}-{config_key(eval_config)}/`` as ``meta.json`` plus,
 for a ``pandas.DataFrame`` or a dict of arrays, ``data.npz`` (no pickle). Used through
-:attr:`devbook.store.Run.evals` (``run.cached(...)``).
+``Run.evals`` of :class:`devbook.store.Run` (``run.cached(...)``).
 """
 
 from __future__ import annotations

@@ -119,9 +119,13 @@ class Setting(ABC):
     the run's key in :mod:`devbook.store`: everything that changes the trained weights is in it.
     """
 
+    #: The setting's name (the ``"setting"`` entry of its run configs).
     name: ClassVar[str]
+    #: Training configs per preset.
     run_presets: ClassVar[dict[str, dict[str, Any]]]
+    #: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
     sgld_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Evaluation sizes per preset.
     eval_presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     # -- presets

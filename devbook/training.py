@@ -1,7 +1,7 @@
 """Resumable training into a run of :mod:`devbook.store`, and the checkpoint schedule.
 
 - :class:`Trainer` (protocol) and :class:`StandardTrainer` (model + optimiser + scheduler +
-  named ``torch.Generator``s + a step function), driven by :func:`train_run`, which resumes a
+  named generators (``torch.Generator``) + a step function), driven by :func:`train_run`, which resumes a
   killed run from its last checkpoint and ends bitwise-identical to an uninterrupted run.
 - :func:`checkpoint_schedule`: log-spaced ∪ linear-spaced steps (paper App. E.1.2, E.2.3),
   used by every setting; :func:`parameter_count`: the number a model is sized by.
@@ -57,7 +57,7 @@ class Trainer(Protocol):
     ``train_step(step)`` performs update number ``step + 1`` (from the weights after ``step``
     updates) and returns scalars to log; ``state_dict``/``load_state_dict`` cover everything but
     the model weights (optimiser, scheduler, generators, sampler state), as tensors, dicts,
-    lists, tuples and scalars (see :func:`flatten_state`).
+    lists, tuples and scalars (see :func:`devbook.files.flatten_state`).
     """
 
     model: torch.nn.Module

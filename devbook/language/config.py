@@ -10,7 +10,7 @@ sampler's presets are :data:`SGLD_PRESETS`, the metric sample sizes :data:`EVAL_
   sequences per batch and a higher learning rate (see :data:`CPU_PRESET_NOTE`).
 - ``smoke``: a tiny context and a few dozen steps (seconds), exercising every code path.
 
-Used by ``book/language/stages.md`` through :data:`devbook.language.SETTING`.
+Used by ``book/language/stages.md`` through :data:`devbook.language.setting.SETTING`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any
 
 from devbook import presets
 
-SETTING = "language"
+#: Name of the setting (the ``"setting"`` entry of every run config).
+NAME = "language"
 
 _PAPER: dict[str, Any] = {
-    "setting": SETTING,
+    "setting": NAME,
     "seed": 0,
     # data: "corpus" (the offline books) or a folder saved with datasets' save_to_disk
     "data": "corpus",
@@ -44,6 +45,7 @@ _PAPER: dict[str, Any] = {
     "log_every": 100,
 }
 
+#: Training configs per preset (each a full run config).
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
     "cpu": {**_PAPER, "d_model": 128, "d_head": 16, "n_ctx": 32, "batch_size": 16,
@@ -53,6 +55,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
               "n_linear_checkpoints": 3, "log_every": 5},
 }
 
+#: What the ``cpu`` preset changes and why (shown in the chapter).
 CPU_PRESET_NOTE = (
     "cpu preset: 2 layers x 8 heads as the paper, but d_model 128 (d_head 16), a 32-token "
     "context, batches of 16 sequences, AdamW lr 3e-3 and 20,000 steps (10.2M training tokens, "
@@ -76,6 +79,7 @@ _SGLD_PAPER: dict[str, Any] = {
     "num_samples": 10_000,    # SGLD data: windows from the SGLD split
     "init_loss_batch_size": 32,
 }
+#: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
 SGLD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_SGLD_PAPER),
     # cpu: ε, γ calibrated on checkpoints 2,035 and 4,211 of this run (2 chains × 80 draws,
@@ -89,6 +93,7 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
               "num_samples": 16},
 }
 # Sizes of the behavioural metrics: validation windows and synthetic head-probe sequences.
+#: Evaluation sizes per preset.
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"n_eval_sequences": 1000, "n_synthetic": 10_000},
     "cpu": {"n_eval_sequences": 100, "n_synthetic": 400},
@@ -98,7 +103,7 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check a full language run config; return it, or raise ``ValueError`` saying what is wrong."""
-    presets.check_config(config, SETTING, _PAPER, ("n_layers", "d_model", "n_heads", "d_head",
+    presets.check_config(config, NAME, _PAPER, ("n_layers", "d_model", "n_heads", "d_head",
                                                   "batch_size", "num_steps", "log_every"))
     if config["n_layers"] not in (1, 2):
         raise ValueError(f"n_layers must be 1 or 2 (the paper's models), got {config['n_layers']}")

@@ -41,6 +41,7 @@ DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
 SOURCES: tuple[str, ...] = ("austen", "kjv", "shakespeare")
 # sha256 of each source's normalised text (documents joined by "\n\n"), for the package
 # versions r-cran-janeaustenr 1.0.0-1, bible-kjv(-text) 4.38 (Debian bookworm), shakespeare 0.6.
+#: The sha256 of each source's normalised text (a changed package fails the build).
 EXPECTED_SHA256: dict[str, str] = {
     "austen": "8275675be01b1605457b6a2896426f63d36f47b68071a98148e0c0b56143934b",
     "kjv": "bc4c04a205690393873c054d580a8e8a82fde76ad83005b38b9f87429d7cb4bf",

@@ -28,7 +28,7 @@ SGLD_DATA_SEED = 1  # offsets of the fixed SGLD windows (independent of the SGLD
 class LanguageSetting(Setting):
     """The 1- or 2-layer attention-only TransformerLens model on the offline corpus."""
 
-    name = cfg.SETTING
+    name = cfg.NAME
     run_presets = cfg.RUN_PRESETS
     sgld_presets = cfg.SGLD_PRESETS
     eval_presets = cfg.EVAL_PRESETS
@@ -58,4 +58,5 @@ class LanguageSetting(Setting):
         return f"language {config['n_layers']}L seed {config['seed']}"
 
 
+#: The instance the chapters use.
 SETTING = LanguageSetting()

@@ -19,7 +19,7 @@ SGLD presets (:data:`SGLD_PRESETS`, rows of :class:`devbook.setting.SGLDPreset`)
   (see :data:`CPU_SGLD_NOTE` and the calibration figure of the stages chapter).
 - ``smoke``: a handful of draws, to exercise the code path.
 
-Used by the regression stages chapter through :data:`devbook.regression.SETTING`.
+Used by the regression stages chapter through :data:`devbook.regression.setting.SETTING`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from typing import Any
 
 from devbook import presets
 
-SETTING = "regression"
+#: Name of the setting (the ``"setting"`` entry of every run config).
+NAME = "regression"
 
 _PAPER: dict[str, Any] = {
-    "setting": SETTING,
+    "setting": NAME,
     "version": 1,           # bump when code changes would change the trained weights
     "seed": 1,
     # data (paper §2.2)
@@ -54,6 +55,7 @@ _PAPER: dict[str, Any] = {
     "log_every": 500,
 }
 
+#: Training configs per preset (each a full run config).
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
     "cpu": {**_PAPER, "num_steps": 20_000, "n_log_checkpoints": 50, "n_linear_checkpoints": 50,
@@ -62,6 +64,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
               "n_linear_checkpoints": 8, "n_ed_checkpoints": 30, "log_every": 10},
 }
 
+#: What the ``cpu`` preset changes and why (shown in the chapter).
 CPU_PRESET_NOTE = (
     "cpu preset: 20k steps at batch 256 (the paper's 500k compressed 25x; OneCycleLR spans the "
     "shorter run, so the learning rate peaks at 10k). Measured on one core of the (shared) "
@@ -76,7 +79,7 @@ CPU_PRESET_NOTE = (
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check a full regression config; return it, or raise ``ValueError`` saying what is wrong."""
-    presets.check_config(config, SETTING, _PAPER, ("task_dim", "num_examples", "d_model",
+    presets.check_config(config, NAME, _PAPER, ("task_dim", "num_examples", "d_model",
                                                   "n_layers", "n_heads", "d_mlp", "batch_size",
                                                   "log_every"))
     for name in ("version", "seed", "num_tasks", "n_log_checkpoints", "n_linear_checkpoints",
@@ -100,6 +103,7 @@ _SGLD_PAPER: dict[str, Any] = {
     "num_burnin": 1000, "batch_size": 1024, "num_samples": 32_768, "every": 1, "seed": 0,
 }
 
+#: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
 SGLD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_SGLD_PAPER),
     # calibrated on the cpu run with m = 64, so nβ = m / log m (paper App. E.3.1): at steps 869,
@@ -114,6 +118,7 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
               "every": 2},
 }
 
+#: What the ``cpu`` SGLD preset changes and why.
 CPU_SGLD_NOTE = ("cpu SGLD: batch 64 instead of 1,024 (so nβ = 64 / log 64), 4 chains × "
                  "200 steps (50 burn-in) instead of 10 × 5,000, on every other LLC checkpoint, "
                  "so the sweep fits the chapter's budget; ε = 1e-3 and γ = 100 calibrated so "
@@ -121,6 +126,7 @@ CPU_SGLD_NOTE = ("cpu SGLD: batch 64 instead of 1,024 (so nβ = 64 / log 64), 4 
 
 # Evaluation sizes: the probe batch of the metrics and the (ε, nβ) pairs of the calibration
 # figure (nβ None = m / log m).
+#: Evaluation sizes per preset.
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"probe_n": 256, "calibration": [[1e-3, 66.7], [1e-3, None]]},
     "cpu": {"probe_n": 1024,

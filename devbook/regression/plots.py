@@ -1,7 +1,7 @@
 """The evidence figures of the regression stages chapter (paper App. D.2–D.3), stages shaded.
 
-Each function takes the metrics table ``mt`` (index: step; :func:`devbook.regression.metrics.
-evaluate_run`) and the automatic stage table, and returns a figure. Nothing here touches rcParams.
+Each function takes the metrics table ``mt`` (index: step; from
+:func:`devbook.regression.metrics.evaluate_run`) and the automatic stage table, and returns a figure. Nothing here touches rcParams.
 """
 
 from __future__ import annotations

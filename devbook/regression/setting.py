@@ -32,7 +32,7 @@ class RegressionSetting(Setting):
     for essential dynamics (:meth:`ed_steps`; 5,000 at ``paper``); the run saves both.
     """
 
-    name = cfg.SETTING
+    name = cfg.NAME
     run_presets = cfg.RUN_PRESETS
     sgld_presets = cfg.SGLD_PRESETS
     eval_presets = cfg.EVAL_PRESETS
@@ -68,4 +68,5 @@ class RegressionSetting(Setting):
         return f"regression seed {config['seed']}"
 
 
+#: The instance the chapters use.
 SETTING = RegressionSetting()

@@ -1,0 +1,65 @@
+"""Static check of every chapter's glue: each ``{glue:…}`` key in the text is glued by the
+chapter's code, and each glued key is used in its text (no dangling or orphaned numbers)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from devbook.book import chapters
+from devbook.paths import repo_root
+
+CHAPTERS = chapters()
+ROLE = re.compile(r"\{glue(?::(?:text|md|any|))?\}`([^`:]+)(?::[^`]*)?`")
+DIRECTIVE = re.compile(r"^```\{glue(?::figure|:math)?\}\s+(\S+)", re.M)
+CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+def glued_patterns(code: str) -> list[re.Pattern[str]]:
+    """Regexes of the keys passed to ``glue(...)`` (f-string parts match any text)."""
+    out = []
+    for node in ast.walk(ast.parse(code)):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "glue" and node.args):
+            continue
+        key = node.args[0]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            out.append(re.compile(re.escape(key.value)))
+        elif isinstance(key, ast.JoinedStr):
+            parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in key.values]
+            out.append(re.compile("".join(parts)))
+        else:
+            raise AssertionError(f"glue key must be a literal or an f-string: {ast.unparse(key)}")
+    return out
+
+
+def split(text: str) -> tuple[str, str]:
+    """(code of all code cells, the markdown text outside them, directives included)."""
+    cells = CELL.findall(text)
+    cells = ["\n".join(line for line in c.splitlines() if not line.startswith(":")) for c in cells]
+    return "\n".join(cells), CELL.sub("", text)
+
+
+def used_keys(markdown: str) -> set[str]:
+    return set(ROLE.findall(markdown)) | set(DIRECTIVE.findall(markdown))
+
+
+def test_checker_finds_problems() -> None:
+    code, md = split("x\n```{code-cell} ipython3\nglue('a', 1)\nglue(f'b-{i}', 2)\n```\n"
+                     "see {glue:text}`a:.2f` and {glue:}`b-3` and {glue:text}`c`\n")
+    pats = glued_patterns(code)
+    assert used_keys(md) == {"a", "b-3", "c"}
+    assert [k for k in used_keys(md) if not any(p.fullmatch(k) for p in pats)] == ["c"]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[str(c) for c in CHAPTERS])
+def test_every_glue_key_is_glued_and_used(chapter: Path) -> None:
+    code, markdown = split((repo_root() / chapter).read_text(encoding="utf-8"))
+    patterns = glued_patterns(code)
+    used = used_keys(markdown)
+    dangling = sorted(k for k in used if not any(p.fullmatch(k) for p in patterns))
+    orphans = sorted(p.pattern for p in patterns if not any(p.fullmatch(k) for k in used))
+    assert not dangling, f"{chapter}: text uses keys no cell glues: {dangling}"
+    assert not orphans, f"{chapter}: cells glue keys the text never uses: {orphans}"
