@@ -8,14 +8,46 @@ unknown parameter or a value of the wrong type fails before any computation.
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from devbook.paths import repo_root
 from devbook.presets import PRESETS, check_preset, coerce
+from devbook.progress import EXECUTING
 
 EXECUTED = Path("_build") / "executed"
+
+# Run by the kernel at start-up, before the first cell (IPython's ``exec_lines``).
+KERNEL_SETUP = ("import devbook.chapters as _devbook_chapters; _devbook_chapters.prepare_kernel(); "
+                "del _devbook_chapters")
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """A warning as ``Category: message``, without the file path and source line of its origin."""
+    return f"{category.__name__}: {message}\n"
+
+
+def prepare_kernel() -> None:
+    """Set up a kernel that executes a chapter for the book (called through :data:`KERNEL_SETUP`).
+
+    Warnings are still shown in the page, but as ``Category: message``: Python's default format
+    starts with the path of the code that warned (``/tmp/ipykernel_…/….py:5:`` for a chapter
+    cell, a path into the virtual environment for a library), a build machine's path that means
+    nothing to a reader.
+
+    tqdm's "IProgress not found" notice is silenced: a library importing ``tqdm.auto`` in a
+    kernel without ipywidgets raises it, and it says nothing about the chapter (devbook's own
+    bars go to the terminal, :mod:`devbook.progress`). Every other warning is shown.
+    """
+    from tqdm.std import TqdmWarning
+
+    warnings.formatwarning = _format_warning
+    warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
 
 
 def is_notebook(path: Path) -> bool:
@@ -85,6 +117,20 @@ def output_path(chapter: str | Path, preset: str) -> Path:
     return root / EXECUTED / preset / relative.with_suffix(".ipynb")
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable ``name`` to ``value`` inside the block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def execute(
     chapter: str | Path,
     preset: str = "cpu",
@@ -92,7 +138,29 @@ def execute(
     output: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Execute ``chapter`` with papermill at ``preset``; returns the executed notebook's path."""
+    """Execute ``chapter`` with papermill at ``preset``; returns the executed notebook's path.
+
+    Parameters
+    ----------
+    chapter
+        A Jupytext MyST chapter (or an ``.ipynb``) with one cell tagged ``parameters``.
+    preset
+        ``smoke``, ``cpu`` or ``paper``.
+    overrides
+        Other parameters of the chapter, checked against its defaults before anything runs.
+    output
+        Where the executed notebook goes; default :func:`output_path`.
+    progress
+        Whether papermill shows its per-cell progress bar.
+
+    Returns
+    -------
+    Path
+        The executed notebook. The kernel runs with ``DEVBOOK_EXECUTING=1`` in its environment,
+        so the chapter's progress bars (:mod:`devbook.progress`) go to this process's terminal
+        and not into the notebook, and it shows warnings without file paths
+        (:func:`prepare_kernel`).
+    """
     import papermill
 
     chapter = Path(chapter)
@@ -100,16 +168,18 @@ def execute(
     params = validate(parameters(notebook, chapter), preset, overrides or {})
     out = Path(output) if output else output_path(chapter, preset)
     out.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        notebook,
-        str(out),
-        parameters=params,
-        kernel_name="python3",
-        cwd=str(repo_root()),
-        progress_bar=progress,
-        log_output=False,
-    )
+    with _environment(EXECUTING, "1"):  # the kernel inherits this process's environment
+        papermill.execute_notebook(
+            notebook,
+            str(out),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(repo_root()),
+            progress_bar=progress,
+            log_output=False,
+            extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"],
+        )
     return out
 
 
-__all__ = ["PRESETS", "execute", "load", "output_path", "parameters", "parse_value", "validate"]
+__all__ = ["PRESETS", "execute", "load", "output_path", "parameters", "parse_value", "prepare_kernel", "validate"]
