@@ -111,6 +111,67 @@ class StandardTrainer:
             g.set_state(state["generators"][k])
 
 
+def _check_plan(total_steps: int, checkpoint_steps: list[int], log_every: int,
+                keep_state: str) -> dict[str, Any]:
+    """The training plan recorded in the manifest (checkpoints sorted, the last step included)."""
+    if total_steps < 1 or log_every < 1:
+        raise ValueError(f"total_steps ({total_steps}) and log_every ({log_every}) must be >= 1")
+    if keep_state not in ("last", "all"):
+        raise ValueError(f"keep_state must be 'last' or 'all', got {keep_state!r}")
+    bad = [s for s in checkpoint_steps if not 0 <= int(s) <= total_steps]
+    if bad:
+        raise ValueError(f"checkpoint steps {bad[:5]} lie outside [0, {total_steps}]")
+    ckpts = sorted({int(s) for s in checkpoint_steps} | {total_steps})
+    return {"total_steps": total_steps, "checkpoint_steps": ckpts, "log_every": log_every}
+
+
+def _resume(run: Run, trainer: Trainer, manifest: dict[str, Any],
+            plan: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Restore the newest saved state into ``trainer`` (or record the plan of a new run).
+
+    Returns the step to continue from and the running sums of the metrics log.
+    """
+    saved = sorted(int(s) for s in manifest["states"])
+    if not saved:
+        run.checkpoints.start_plan(plan)
+        return 0, {"n": 0, "sums": {}}
+    start = saved[-1]
+    run.load_into(trainer.model, start)
+    state = run.checkpoints.load_state(start)
+    trainer.load_state_dict(state["trainer"])
+    torch.set_rng_state(state["torch_rng"])
+    return start, state["log_acc"]
+
+
+def _run_steps(run: Run, trainer: Trainer, start: int, acc: dict[str, Any], plan: dict[str, Any],
+               keep_state: str, bar: Any) -> None:
+    """Updates ``start + 1 … total_steps``: log every ``log_every``, save at the checkpoints."""
+    total_steps, log_every = plan["total_steps"], plan["log_every"]
+    todo = set(plan["checkpoint_steps"])
+
+    def save(step: int) -> None:
+        state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "log_acc": acc}
+        run.checkpoints.save(step, trainer.model.state_dict(), state, keep_state)
+
+    if start == 0 and 0 in todo:
+        save(0)
+    for step in range(start, total_steps):
+        scalars = trainer.train_step(step)
+        done = step + 1
+        acc["n"] += 1
+        for k, v in scalars.items():
+            acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
+        if done % log_every == 0 or done == total_steps:
+            row = {"step": done, **{k: v / acc["n"] for k, v in acc["sums"].items()}}
+            run.log.append(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
+            acc = {"n": 0, "sums": {}}
+        if done in todo:
+            save(done)
+        bar.update(1)
+
+
 def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
               checkpoint_steps: list[int], *, log_every: int = 100, keep_state: str = "last",
               progress: bool = True, desc: str | None = None) -> Run:
@@ -124,63 +185,22 @@ def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
     point resumes from its last checkpoint and ends bitwise-identical (weights and log) to an
     uninterrupted one. A complete run returns at once.
     """
-    if total_steps < 1 or log_every < 1:
-        raise ValueError(f"total_steps ({total_steps}) and log_every ({log_every}) must be >= 1")
-    if keep_state not in ("last", "all"):
-        raise ValueError(f"keep_state must be 'last' or 'all', got {keep_state!r}")
-    bad = [s for s in checkpoint_steps if not 0 <= int(s) <= total_steps]
-    if bad:
-        raise ValueError(f"checkpoint steps {bad[:5]} lie outside [0, {total_steps}]")
-    ckpts = sorted({int(s) for s in checkpoint_steps} | {total_steps})
-    plan = {"total_steps": total_steps, "checkpoint_steps": ckpts, "log_every": log_every}
+    plan = _check_plan(total_steps, checkpoint_steps, log_every, keep_state)
     with run.lock():
-        ckpts_store = run.checkpoints
-        m = ckpts_store.manifest()
+        m = run.checkpoints.manifest()
         if m["plan"] is not None and m["plan"] != plan:
-            raise StoreError(f"{ckpts_store.manifest_file}: run was started with another plan "
-                             f"(total_steps {m['plan']['total_steps']}, "
+            raise StoreError(f"{run.checkpoints.manifest_file}: run was started with another "
+                             f"plan (total_steps {m['plan']['total_steps']}, "
                              f"{len(m['plan']['checkpoint_steps'])} checkpoints)")
         if run.complete:
             return run
-        ckpts_store.remove_partial_writes()
+        run.checkpoints.remove_partial_writes()
         trainer = make_trainer()
-        saved = sorted(int(s) for s in m["states"])
-        if saved:
-            start = saved[-1]
-            run.load_into(trainer.model, start)
-            state = ckpts_store.load_state(start)
-            trainer.load_state_dict(state["trainer"])
-            torch.set_rng_state(state["torch_rng"])
-            acc: dict[str, Any] = state["log_acc"]
-        else:
-            start, acc = 0, {"n": 0, "sums": {}}
-            ckpts_store.start_plan(plan)
+        start, acc = _resume(run, trainer, m, plan)
         run.log.truncate(start)
-
-        def save(step: int) -> None:
-            state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
-                     "log_acc": acc}
-            ckpts_store.save(step, trainer.model.state_dict(), state, keep_state)
-
-        if start == 0 and 0 in ckpts:
-            save(0)
-        todo = set(ckpts)
         bar = tqdm(total=total_steps, initial=start, disable=not progress,
                    desc=desc or f"train {run.path.name}", mininterval=1.0)
-        for step in range(start, total_steps):
-            scalars = trainer.train_step(step)
-            done = step + 1
-            acc["n"] += 1
-            for k, v in scalars.items():
-                acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
-            if done % log_every == 0 or done == total_steps:
-                row = {"step": done, **{k: v / acc["n"] for k, v in acc["sums"].items()}}
-                run.log.append(row)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
-                acc = {"n": 0, "sums": {}}
-            if done in todo:
-                save(done)
-            bar.update(1)
+        _run_steps(run, trainer, start, acc, plan, keep_state, bar)
         bar.close()
-        run.mark_complete({"total_steps": total_steps, "checkpoints": len(ckpts)})
+        run.mark_complete({"total_steps": total_steps, "checkpoints": len(plan["checkpoint_steps"])})
     return run
