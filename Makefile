@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test bench venv corpus clean
+.PHONY: book test bench venv corpus chromium clean
 
 venv: $(STAMP)
 
@@ -25,10 +25,20 @@ corpus: $(STAMP)
 book: $(STAMP) corpus
 	$(PY) -m devbook build --preset $(PRESET)
 
-test: $(STAMP) corpus
+# Unit tests and every chapter at smoke, nbval, then the strict HTML render of those notebooks
+# and the headless-Chromium check of every page (screenshots in _build/screens/).
+test: $(STAMP) corpus chromium
 	rm -rf _build/executed/smoke
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/test_browser.py
 	$(PY) -m pytest --nbval-lax -p no:cacheprovider -q _build/executed/smoke
+	$(PY) -m devbook.book render --preset smoke --html _build/smoke/html
+	$(PY) -m pytest -q tests/test_browser.py
+
+# Debian's Chromium and ChromeDriver for the browser test (apt-get update if lists are missing).
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+chromium:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || $(APT_INSTALL) chromium chromium-driver \
+	  || { apt-get update -qq && $(APT_INSTALL) chromium chromium-driver; }
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps -r benchmarks/requirements.txt

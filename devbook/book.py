@@ -261,7 +261,7 @@ def executed_chapters(preset: str, root: Path | None = None) -> dict[str, Path]:
 
 
 def render(preset: str = "cpu", html: str | Path | None = None,
-           executed: Mapping[str, Path] | None = None) -> Path:
+           executed: Mapping[str, Path] | None = None, root: Path | None = None) -> Path:
     """Render executed notebooks into HTML strictly (any Sphinx warning fails), executing nothing.
 
     Parameters
@@ -272,6 +272,8 @@ def render(preset: str = "cpu", html: str | Path | None = None,
         Where the HTML goes (replaced whole); default ``_build/html``.
     executed
         ``{page: notebook}`` to render instead of :func:`executed_chapters`'s.
+    root
+        The book's folder (``_config.yml``, ``_toc.yml``); default the repository.
 
     Returns
     -------
@@ -283,7 +285,7 @@ def render(preset: str = "cpu", html: str | Path | None = None,
     subprocess.CalledProcessError
         If Jupyter Book fails or warns.
     """
-    root = repo_root()
+    root = root or repo_root()
     executed = executed if executed is not None else executed_chapters(preset, root)
     start = time.perf_counter()
     folder = stage(preset, executed, root)

@@ -1,0 +1,265 @@
+"""The rendered book as a reader sees it, in headless Chromium (Debian's chromium + chromedriver).
+
+Every page of the toc, in the HTML that ``make test`` renders from the smoke notebooks
+(``_build/smoke/html``, or ``$DEVBOOK_HTML``), is opened from a server on 127.0.0.1, with
+every other host made unresolvable, and must show: math typeset by MathJax (no raw TeX left in
+the visible text, MathJax output where the page has math, no TeX errors), every image loaded,
+no JavaScript error, no progress-bar text, no build-machine path, and no request that leaves
+the loopback server. A screenshot of each page goes to ``_build/screens/``.
+
+The synthetic pages at the end show that each check fails when it should.
+``make test`` runs this file after the render step; alone: ``pytest tests/test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devbook.book import install_mathjax, pages
+from devbook.paths import repo_root
+
+Serve = Callable[[Path], str]  # the `serve` fixture: a folder -> its loopback URL
+
+ROOT = repo_root()
+HTML = Path(os.environ.get("DEVBOOK_HTML", ROOT / "_build" / "smoke" / "html"))
+SCREENS = ROOT / "_build" / "screens"
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = next((p for p in (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium")) if p.exists()), None)
+
+PROGRESS_TEXT = [r"[\d?](?:it|cell)/s", r"\ds/(?:it|cell)", r"%\|", "█"]
+MACHINE_PATHS = ["/work/", "/root/", "/tmp/", "/home/", ".venv/lib", "site-packages", "ipykernel_"]  # not ".venv" alone: the
+# intro tells readers that `make book` creates .venv
+RAW_TEX = [r"\\\(", r"\\\)", r"\\\[", r"\\\]", r"\$\$", r"\\begin\{", r"\$[^$\n]*[\\^_][^$\n]*\$"]
+
+# The text a reader sees outside code (pre, code) and outside MathJax's own output.
+PROSE_JS = """
+const skip = new Set(['PRE', 'CODE', 'SCRIPT', 'STYLE', 'TEXTAREA', 'MJX-CONTAINER', 'MJX-ASSISTIVE-MML']);
+const out = [];
+const walk = (node) => {
+  if (node.nodeType === Node.TEXT_NODE) { out.push(node.textContent); return; }
+  if (node.nodeType !== Node.ELEMENT_NODE || skip.has(node.tagName)) return;
+  if (getComputedStyle(node).display === 'none') return;
+  for (const child of node.childNodes) walk(child);
+};
+walk(document.body);
+return out.join(' ');
+"""
+
+# Wait for MathJax (if the page loads it) to finish typesetting; returns what it found.
+MATH_JS = """
+const done = arguments[arguments.length - 1];
+const report = () => done({
+  loaded: !!(window.MathJax && window.MathJax.version),
+  math: document.querySelectorAll('.math, span.math, div.math').length,
+  typeset: document.querySelectorAll('mjx-container').length,
+  errors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent).slice(0, 5),
+});
+if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+  MathJax.startup.promise.then(report, report);
+} else { setTimeout(report, 1500); }
+"""
+
+IMAGES_JS = """
+return Array.from(document.images)
+  .filter(img => !(img.complete && img.naturalWidth > 0))
+  .map(img => img.getAttribute('src'));
+"""
+
+RESOURCES_JS = "return performance.getEntriesByType('resource').map(e => e.name);"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Serve]:
+    """``serve(folder)``: the loopback URL of ``folder`` (one server per folder, for the module)."""
+    servers: dict[Path, str] = {}
+    running = []
+
+    def url(folder: Path) -> str:
+        if folder not in servers:
+            handler = functools.partial(_QuietHandler, directory=str(folder))
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            running.append(server)
+            servers[folder] = f"http://127.0.0.1:{server.server_address[1]}"
+        return servers[folder]
+
+    yield url
+    for server in running:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium driven by Debian's chromedriver; no host but 127.0.0.1 resolves."""
+    if CHROMIUM is None or not CHROMEDRIVER.exists():
+        pytest.fail("the browser test needs Debian's chromium and chromium-driver: "
+                    "apt-get install -y chromium chromium-driver (make test installs them)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download anything
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1600", "--hide-scrollbars", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(driver: object, path: Path, max_height: int = 12000) -> None:
+    """A PNG of the whole page (up to ``max_height`` CSS pixels tall) at ``path``."""
+    import base64
+
+    height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), max_height)
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def problems(driver: object, url: str, origin: str, shot: Path | None = None) -> list[str]:
+    """Everything wrong with the page at ``url`` as a reader would see it (empty: all well).
+
+    Parameters
+    ----------
+    driver
+        A Selenium Chrome driver (the ``browser`` fixture).
+    url
+        The page; ``origin`` (``http://127.0.0.1:PORT``) is the only place it may load from.
+    shot
+        Where to save a screenshot of the page, if anywhere.
+    """
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get(url)
+    found = []
+    math = driver.execute_async_script(MATH_JS)
+    prose = driver.execute_script(PROSE_JS)
+    text = driver.execute_script("return document.body.innerText")
+    if math["math"] and not math["loaded"]:
+        found.append(f"{math['math']} math elements but MathJax did not load")
+    if math["math"] and not math["typeset"]:
+        found.append(f"{math['math']} math elements but no MathJax output (mjx-container)")
+    found += [f"TeX error in a formula: {error!r}" for error in math["errors"]]
+    found += [f"raw TeX {m.group(0)[:40]!r} in the visible text"
+              for pattern in RAW_TEX for m in [re.search(pattern, prose)] if m]
+    found += [f"image not loaded: {src}" for src in driver.execute_script(IMAGES_JS)]
+    found += [f"JavaScript error: {entry['message'][:300]}" for entry in driver.get_log("browser")
+              if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]]  # no favicon: fine
+    found += [f"progress-bar text {m.group(0)!r} near {text[max(0, m.start() - 60):m.end() + 20]!r}"
+              for pattern in PROGRESS_TEXT for m in [re.search(pattern, text)] if m]
+    found += [f"machine path {needle!r} near {text[max(0, text.find(needle) - 60):text.find(needle) + 60]!r}"
+              for needle in MACHINE_PATHS if needle in text]
+    found += [f"request off the local server: {name}" for name in driver.execute_script(RESOURCES_JS)
+              if not (name.startswith(origin + "/") or name.startswith("data:"))]
+    if shot is not None:
+        screenshot(driver, shot)
+    return found
+
+
+@pytest.mark.parametrize("page", pages(), ids=pages())
+def test_page_as_a_reader_sees_it(page: str, browser: object, serve: Serve) -> None:
+    html = HTML / (page + ".html")
+    assert html.exists(), (f"no {html}: render the smoke notebooks first "
+                           "(make test, or python -m devbook.book render --preset smoke --html _build/smoke/html)")
+    origin = serve(HTML)
+    found = problems(browser, f"{origin}/{page}.html", origin, SCREENS / (page.replace("/", "__") + ".png"))
+    assert not found, f"{page}.html:\n  " + "\n  ".join(found)
+
+
+def test_math_is_served_by_the_build() -> None:
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").exists(), "MathJax is not in the HTML build"
+    page = (HTML / pages()[1]).with_suffix(".html").read_text(encoding="utf-8") if len(pages()) > 1 else ""
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
+
+
+# Synthetic pages: each check must fail on what it is there to catch.
+
+def _page(folder: Path, name: str, body: str, head: str = "") -> str:
+    (folder / name).write_text(f"<!doctype html><html><head><meta charset='utf-8'>{head}</head>"
+                               f"<body>{body}</body></html>", encoding="utf-8")
+    return name
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pages")
+    install_mathjax(folder / "_static")
+    shutil.copy(Path(__file__), folder / "unused.txt")  # a file that is not an image
+    return folder
+
+
+MATHJAX = "<script defer src='_static/mathjax/tex-chtml.js'></script>"
+MATH = "<p>The LLC <span class='math notranslate nohighlight'>\\(\\hat\\lambda = d/2\\)</span>.</p>"
+
+
+def _check(browser: object, serve: Serve, folder: Path, name: str) -> list[str]:
+    origin = serve(folder)
+    return problems(browser, f"{origin}/{name}", origin)
+
+
+def test_checks_pass_a_clean_page(browser: object, serve: Serve, synthetic: Path) -> None:
+    name = _page(synthetic, "clean.html", MATH + "<pre>for i in tqdm(range(3)): pass</pre>", MATHJAX)
+    assert _check(browser, serve, synthetic, name) == []
+
+
+def test_checks_catch_raw_tex(browser: object, serve: Serve, synthetic: Path) -> None:
+    name = _page(synthetic, "raw.html", MATH + "<p>and $$x^2$$</p>")  # MathJax never loaded
+    found = "\n".join(_check(browser, serve, synthetic, name))
+    assert "MathJax did not load" in found and "raw TeX" in found
+
+
+def test_checks_catch_a_cdn(browser: object, serve: Serve, synthetic: Path) -> None:
+    cdn = "<script src='https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js'></script>"
+    found = "\n".join(_check(browser, serve, synthetic, _page(synthetic, "cdn.html", MATH, cdn)))
+    assert "raw TeX" in found and "MathJax did not load" in found
+
+
+def test_checks_catch_tex_errors(browser: object, serve: Serve, synthetic: Path) -> None:
+    body = "<p><span class='math'>\\(x^1^2\\)</span></p>"  # TeX: "Double exponent"
+    found = "\n".join(_check(browser, serve, synthetic, _page(synthetic, "merror.html", body, MATHJAX)))
+    assert "TeX error" in found
+
+
+def test_checks_catch_a_broken_image(browser: object, serve: Serve, synthetic: Path) -> None:
+    body = "<img src='missing.png'><img src='unused.txt'>"
+    found = _check(browser, serve, synthetic, _page(synthetic, "image.html", body))
+    assert sum("image not loaded" in f for f in found) == 2
+
+
+def test_checks_catch_javascript_errors(browser: object, serve: Serve, synthetic: Path) -> None:
+    body = "<script>throw new Error('boom')</script>"
+    found = "\n".join(_check(browser, serve, synthetic, _page(synthetic, "js.html", body)))
+    assert "JavaScript error" in found and "boom" in found
+
+
+def test_checks_catch_progress_bars_and_paths(browser: object, serve: Serve, synthetic: Path) -> None:
+    body = ("<pre>SGLD:  40%|████      | 4/10 [00:01<00:02,  3.1it/s]</pre>"
+            "<pre>/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning</pre>")
+    found = "\n".join(_check(browser, serve, synthetic, _page(synthetic, "noise.html", body)))
+    for needle in ("'%|'", "'█'", "'1it/s'", "'/work/'", "'.venv/lib'", "'site-packages'"):
+        assert needle in found, f"{needle} not reported in:\n{found}"
