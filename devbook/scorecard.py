@@ -1,0 +1,177 @@
+"""The scorecard: each claim of the paper the book tests, the paper's value, this build's, a verdict.
+
+This build's values are read from what the chapters computed: the values they glued, in the
+executed notebooks of the same preset (``_build/executed/<preset>/…``), never typed. Each
+:class:`Claim` names its chapter, the glue keys it reads and a verdict rule; a chapter that
+has not been executed at the preset gives the verdict ``not executed``. Used by
+``book/scorecard.md``, which the build executes after every other chapter.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from devbook.chapters import EXECUTED
+from devbook.paths import repo_root
+
+VERDICTS = ("reproduced", "differs", "not reachable at this scale", "not executed")
+Values = Mapping[str, Any]
+
+
+def glued_values(notebook: Path) -> dict[str, Any]:
+    """The values glued in an executed notebook, ``{key: value}`` (figures left out).
+
+    Text values are parsed as Python literals where they are one (``'51,717'`` → ``"51,717"``,
+    ``0.5`` → ``0.5``); markdown values are returned as their text.
+    """
+    values: dict[str, Any] = {}
+    for cell in json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]:
+        for out in cell.get("outputs", []):
+            meta = out.get("metadata", {}).get("scrapbook")
+            if not meta:
+                continue
+            prefix = meta.get("mime_prefix", "")
+            data = {k.removeprefix(prefix): v for k, v in out.get("data", {}).items()}
+            text = data.get("text/markdown", data.get("text/plain"))
+            if text is None:
+                continue
+            text = "".join(text) if isinstance(text, list) else text
+            try:
+                values[meta["name"]] = ast.literal_eval(text) if "text/markdown" not in data else text
+            except (ValueError, SyntaxError):
+                values[meta["name"]] = text
+    return values
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One tested claim: where the paper makes it, its value there, and how this build is judged.
+
+    ``judge(values, preset)`` gets the chapter's glued ``keys`` and returns ``(this build's
+    value as text, verdict)``, the verdict one of :data:`VERDICTS`.
+    """
+
+    claim: str
+    source: str
+    paper: str
+    chapter: str
+    keys: tuple[str, ...]
+    judge: Callable[[Values, str], tuple[str, str]]
+
+
+def _types(text: str) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def judge_known_cases(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when the exact λ lies within the estimate's tolerance on every known case."""
+    within, cases = int(v["llc-n-within"]), int(v["llc-n-cases"])
+    text = f"{within} of {cases} within tolerance (median error {float(v['llc-median-relerr']):.0%})"
+    return text, "reproduced" if within == cases else "differs"
+
+
+def judge_staircases(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when λ̂ rises at ≥ 80 % of the measured k-gon transitions."""
+    measured, frac = int(v["tms-num-measured"]), float(v["tms-frac-up"])
+    if measured == 0:
+        return "no transition measured", "not reachable at this scale"
+    text = f"λ̂ rises at {frac:.0%} of {measured} measured transitions"
+    return text, "reproduced" if frac >= 0.8 else "differs"
+
+
+def judge_stage_types(paper_types: list[str], reached_key: str | None, prefix: str
+                      ) -> Callable[[Values, str], tuple[str, str]]:
+    """Stage types found vs the paper's (only the paper's stages the run can reach count)."""
+    def judge(v: Values, preset: str) -> tuple[str, str]:
+        ours = _types(v[f"{prefix}-stage-types"])
+        reachable = paper_types
+        if reached_key is not None:
+            reachable = paper_types[:len(_types(v[reached_key]))]
+        text = f"{len(ours)} stages: {', '.join(ours)}"
+        if ours == paper_types:
+            return text, "reproduced"
+        if len(reachable) < len(paper_types) and ours == reachable:
+            return text + f" (the paper's first {len(reachable)})", "reproduced"
+        return text, "differs"
+    return judge
+
+
+def judge_heads(key: str, paper_missing_is: str) -> Callable[[Values, str], tuple[str, str]]:
+    """A head type forms when the best head's score passes the chapter's threshold."""
+    def judge(v: Values, preset: str) -> tuple[str, str]:
+        best, threshold = float(v[key]), float(v["lm-head-threshold"])
+        text = f"best score {best:.2f} (threshold {threshold:g})"
+        if best > threshold:
+            return text, "reproduced"
+        return text, paper_missing_is if preset != "paper" else "differs"
+    return judge
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("SGLD recovers the learning coefficient of models where it is known exactly",
+          "paper App. A.1, A.4", "λ̂ ≈ λ (e.g. d/2 for a nondegenerate quadratic)",
+          "book/theory/llc", ("llc-n-within", "llc-n-cases", "llc-median-relerr"),
+          judge_known_cases),
+    Claim("Opposing staircases: at each k-gon transition the loss steps down and λ̂ steps up",
+          "growth and form (TMS)", "λ̂ rises at every transition", "book/tms/growth-and-form",
+          ("tms-num-measured", "tms-frac-up"), judge_staircases),
+    Claim("The regression transformer develops in five stages", "paper §4.2, Table 2",
+          "5 stages: A, A, B, B, A", "book/regression/stages",
+          ("lr-stage-types", "lr-reached"), judge_stage_types(list("AABBA"), "lr-reached", "lr")),
+    Claim("The language model develops in five stages", "paper §4.1, Table 1",
+          "5 stages: A, A, B, A, A", "book/language/stages", ("lm-stage-types",),
+          judge_stage_types(list("AABAA"), None, "lm")),
+    Claim("Previous-token heads form (LM3)", "paper §4.1, App. C.3.3",
+          "heads L1H2, L1H5", "book/language/stages", ("lm-best-prev", "lm-head-threshold"),
+          judge_heads("lm-best-prev", "differs")),
+    Claim("Induction heads form (LM4)", "paper §4.1, App. C.3.4", "heads L2H7, L2H8",
+          "book/language/stages", ("lm-best-prefix", "lm-head-threshold"),
+          judge_heads("lm-best-prefix", "not reachable at this scale")),
+)
+
+
+def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS,
+              root: Path | None = None) -> pd.DataFrame:
+    """One row per claim: claim, source, paper, this build, verdict, chapter.
+
+    Values come from the executed notebooks of ``preset`` (under ``root``, default the
+    repository); a missing notebook or key gives ``not executed``.
+    """
+    root = root or repo_root()
+    rows, cache = [], {}
+    for c in claims:
+        path = root / EXECUTED / preset / f"{c.chapter}.ipynb"
+        if c.chapter not in cache:
+            cache[c.chapter] = glued_values(path) if path.exists() else None
+        values = cache[c.chapter]
+        if values is None or any(k not in values for k in c.keys):
+            ours, verdict = "—", "not executed"
+        else:
+            ours, verdict = c.judge(values, preset)
+        rows.append({"claim": c.claim, "source": c.source, "paper": c.paper,
+                     "this build": ours, "verdict": verdict, "chapter": c.chapter})
+    return pd.DataFrame(rows)
+
+
+def scorecard_markdown(table: pd.DataFrame) -> str:
+    """The scorecard as a MyST table with a link to each chapter."""
+    lines = ["| claim | paper | this build | verdict | chapter |", "| --- | --- | --- | --- | --- |"]
+    for r in table.itertuples():
+        link = f"{{doc}}`/{r.chapter}`"
+        lines.append(f"| {r.claim} ({r.source}) | {r.paper} | {r._4} | **{r.verdict}** | {link} |")
+    return "\n".join(lines)
+
+
+def keys_by_chapter(claims: tuple[Claim, ...] = CLAIMS) -> dict[str, set[str]]:
+    """The glue keys each chapter must provide for the scorecard."""
+    out: dict[str, set[str]] = {}
+    for c in claims:
+        out.setdefault(c.chapter, set()).update(c.keys)
+    return out
