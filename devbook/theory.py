@@ -557,17 +557,13 @@ def n_critical(alpha: Phase, beta: Phase) -> float:
     return float(np.exp(brentq(diff, lo, hi)))
 
 
-def transition_numbers(phases: Mapping[str, Mapping[str, Phase]]) -> dict[str, float]:
-    """For each transition (name ending in its type letter, e.g. "Type A" -> "A"): n_crit
-    (``A-ncrit``), the loss drop from alpha to beta (``A-dL``), the size of the change in λ
-    (``A-dlam``) and the constant-order handicap of beta (``A-dc``)."""
-    out = {}
-    for kind, p in phases.items():
-        (La, la, ca), (Lb, lb, cb) = p["alpha"], p["beta"]
-        key = kind[-1]
-        out |= {f"{key}-ncrit": n_critical(p["alpha"], p["beta"]), f"{key}-dL": La - Lb,
-                f"{key}-dlam": abs(lb - la), f"{key}-dc": cb - ca}
-    return out
+def transition_numbers(alpha: Phase, beta: Phase) -> dict[str, float]:
+    """What the text quotes of a transition from phase alpha to phase beta, each (L, λ, c):
+    ``ncrit`` (:func:`n_critical`), the loss drop ``dL`` = L_alpha − L_beta, the size of the
+    change in λ ``dlam`` = |λ_beta − λ_alpha| and the constant-order handicap of beta
+    ``dc`` = c_beta − c_alpha."""
+    (La, la, ca), (Lb, lb, cb) = alpha, beta
+    return {"ncrit": n_critical(alpha, beta), "dL": La - Lb, "dlam": abs(lb - la), "dc": cb - ca}
 
 
 def _free_energy_panel(ax: Any, kind: str, p: Mapping[str, Phase], nc: float) -> None:

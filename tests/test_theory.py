@@ -214,8 +214,9 @@ def test_free_energy_and_n_critical() -> None:
     assert 0.05 * n == pytest.approx(6.0 * math.log(n))  # n ΔL = Δλ log n
     with pytest.raises(ValueError, match="alpha must win"):
         theory.n_critical(beta, alpha)
-    nums = theory.transition_numbers({"Type A": {"alpha": alpha, "beta": beta}})
-    assert nums == {"A-ncrit": n, "A-dL": 0.30 - 0.25, "A-dlam": 6.0, "A-dc": 0.0}
+    assert theory.transition_numbers(alpha, beta) == {"ncrit": n, "dL": 0.30 - 0.25, "dlam": 6.0, "dc": 0.0}
+    b = theory.transition_numbers((0.20, 8.0, 0.0), (0.1995, 5.0, 12.0))
+    assert (b["dlam"], b["dc"]) == (3.0, 12.0) and b["dL"] == 0.20 - 0.1995
 
 
 def test_import_leaves_rcparams_alone() -> None:
