@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test bench venv corpus chromium clean
+.PHONY: book test check lint bench venv corpus chromium clean
 
 venv: $(STAMP)
 
@@ -25,14 +25,22 @@ corpus: $(STAMP)
 book: $(STAMP) corpus
 	$(PY) -m devbook build --preset $(PRESET)
 
-# Unit tests and every chapter at smoke, nbval, then the strict HTML render of those notebooks
-# and the headless-Chromium check of every page (screenshots in _build/screens/).
-test: $(STAMP) corpus chromium
+# Lint and format check (ruff, configured in pyproject.toml), the unit tests, every chapter
+# executed at smoke, the strict HTML render of those notebooks and the headless-Chromium check
+# of every page (screenshots in _build/screens/).
+test: lint $(STAMP) corpus chromium
 	rm -rf _build/executed/smoke
 	$(PY) -m pytest tests -q --ignore=tests/test_browser.py
-	$(PY) -m pytest --nbval-lax -p no:cacheprovider -q _build/executed/smoke
 	$(PY) -m devbook.book render --preset smoke --html _build/smoke/html
 	$(PY) -m pytest -q tests/test_browser.py
+
+# For development: lint and the unit tests not marked slow (no chapter execution), in minutes.
+check: lint $(STAMP) corpus
+	$(PY) -m pytest tests -q -m "not slow" --ignore=tests/test_browser.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check devbook tests benchmarks
+	$(PY) -m ruff format --check devbook tests benchmarks
 
 # Debian's Chromium and ChromeDriver for the browser test (apt-get update if lists are missing).
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
