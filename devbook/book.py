@@ -64,10 +64,17 @@ def pages(root: Path | None = None) -> list[str]:
     return toc_files(yaml.safe_load((root / "_toc.yml").read_text()))
 
 
+#: Pages that read what the other chapters computed, so they are executed after all of them.
+EXECUTED_LAST = ("book/scorecard",)
+
+
 def chapters(root: Path | None = None) -> list[Path]:
-    """The toc's pages that are notebooks (MyST with a Jupytext header), as repo-relative paths."""
+    """The toc's notebook pages (MyST with a Jupytext header) as repo-relative paths, in
+    execution order: reading order, with :data:`EXECUTED_LAST` moved to the end."""
     root = root or repo_root()
-    return [Path(f + ".md") for f in pages(root) if is_notebook(root / (f + ".md"))]
+    found = [f for f in pages(root) if is_notebook(root / (f + ".md"))]
+    ordered = [f for f in found if f not in EXECUTED_LAST] + [f for f in found if f in EXECUTED_LAST]
+    return [Path(f + ".md") for f in ordered]
 
 
 def _sha256(path: Path) -> str:
@@ -153,11 +160,15 @@ def prepare_notebook(notebook: Any, source: str | Path = "<chapter>") -> Any:
     ``remove-cell`` (the reader sees no parameter code), and :func:`execution_note` goes under
     the page's title (the first ``# `` line of the first markdown cell), giving the preset and
     every parameter the chapter ran with: its defaults, updated by what papermill injected.
+    Papermill's record of the input and output paths is dropped.
     """
     import nbformat
 
+    papermill = notebook.metadata.get("papermill", {})
     used = dict(parameters(notebook, source))
-    used.update(notebook.metadata.get("papermill", {}).get("parameters", {}))
+    used.update(papermill.get("parameters", {}))
+    for key in ("input_path", "output_path"):  # build-machine paths, offered by the download button
+        papermill.pop(key, None)
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
         if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
@@ -227,13 +238,11 @@ def execute_chapters(preset: str = "cpu", root: Path | None = None) -> dict[str,
     check_preset(preset)
     root = root or repo_root()
     executed, timings = {}, []
-    for page in pages(root):
-        source = root / (page + ".md")
-        if is_notebook(source):
-            start = time.perf_counter()
-            executed[page] = execute(source, preset)
-            timings.append((page, time.perf_counter() - start))
-            print(f"[book] {page}: executed at {preset} in {timings[-1][1]:.0f} s", flush=True)
+    for chapter in chapters(root):
+        page, start = str(chapter.with_suffix("")), time.perf_counter()
+        executed[page] = execute(root / chapter, preset)
+        timings.append((page, time.perf_counter() - start))
+        print(f"[book] {page}: executed at {preset} in {timings[-1][1]:.0f} s", flush=True)
     for page, seconds in timings:
         print(f"[book] {page}: {seconds:.0f} s at {preset}")
     return executed

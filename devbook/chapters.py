@@ -179,7 +179,31 @@ def execute(
             log_output=False,
             extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"],
         )
+    _record_paths(out, chapter)
     return out
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository if it is inside it, else its file name."""
+    try:
+        return str(path.resolve().relative_to(repo_root()))
+    except ValueError:
+        return path.name
+
+
+def _record_paths(out: Path, chapter: Path) -> None:
+    """Set papermill's ``input_path`` / ``output_path`` metadata to repo-relative paths.
+
+    Given an in-memory notebook, papermill records the whole notebook as ``input_path`` (the
+    file doubles in size), and ``output_path`` is a path on the build machine; both reach
+    readers through the page's download button.
+    """
+    import nbformat
+
+    notebook = nbformat.read(out, as_version=4)
+    meta = notebook.metadata.setdefault("papermill", {})
+    meta["input_path"], meta["output_path"] = _repo_relative(chapter), _repo_relative(out)
+    nbformat.write(notebook, out)
 
 
 __all__ = ["PRESETS", "execute", "load", "output_path", "parameters", "parse_value", "prepare_kernel", "validate"]

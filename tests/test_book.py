@@ -27,7 +27,8 @@ def _executed_notebook() -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output("stream", name="stderr",
                                                                             text="UserWarning: careful\n")]),
     ]
-    nb.metadata["papermill"] = {"parameters": {"preset": "smoke", "seed": 3}}
+    nb.metadata["papermill"] = {"parameters": {"preset": "smoke", "seed": 3},
+                                "input_path": "/work/x/book/a.md", "output_path": "/work/x/_build/a.ipynb"}
     return nb
 
 
@@ -39,6 +40,7 @@ def test_prepare_notebook_hides_parameter_cells_and_states_them() -> None:
     assert lines[0] == "# A chapter"
     assert lines[2] == "*Executed at preset `smoke` with parameters `seed = 3`, `steps = 10`.*"
     assert lines[-1] == "It begins."
+    assert nb.metadata.papermill == {"parameters": {"preset": "smoke", "seed": 3}}
 
 
 def test_prepare_notebook_without_a_title_puts_the_note_first() -> None:

@@ -197,6 +197,14 @@ def test_math_is_served_by_the_build() -> None:
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
 
 
+def test_downloads_name_no_machine_path() -> None:
+    sources = sorted((HTML / "_sources").rglob("*.*"))
+    assert sources, f"no page sources under {HTML / '_sources'}"
+    found = [f"{path.relative_to(HTML)}: {needle!r}" for path in sources
+             for needle in MACHINE_PATHS if needle in path.read_text(encoding="utf-8", errors="replace")]
+    assert not found, "machine paths in what the download button offers:\n  " + "\n  ".join(found)
+
+
 # Synthetic pages: each check must fail on what it is there to catch.
 
 def _page(folder: Path, name: str, body: str, head: str = "") -> str:
