@@ -16,8 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from tqdm import TqdmWarning
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
+    # TransformerLens imports tqdm.auto, which warns in a kernel without ipywidgets (noise:
+    # devbook's own bars go through devbook.progress)
+    warnings.simplefilter("ignore", TqdmWarning)
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 
