@@ -8,11 +8,29 @@ import warnings
 import numpy as np
 import pytest
 
-from devbook.ed import (cusps, find_forms, form_potential, osculating_circles, phase_surrogate,
-                        sigma_schedule, smooth, step_lengths, trajectory_pca, vertices,
-                        walk_surrogate)
-from devbook.ed.synthetic import (brownian, circle, cusp_form, cycloid, ellipse, log_spiral,
-                                  parabola, semicubical)
+from devbook.ed import (
+    cusps,
+    find_forms,
+    form_potential,
+    osculating_circles,
+    phase_surrogate,
+    sigma_schedule,
+    smooth,
+    step_lengths,
+    trajectory_pca,
+    vertices,
+    walk_surrogate,
+)
+from devbook.ed.synthetic import (
+    brownian,
+    circle,
+    cusp_form,
+    cycloid,
+    ellipse,
+    log_spiral,
+    parabola,
+    semicubical,
+)
 
 SIGMA = 2.0   # below ~1.5 samples the sampled derivative kernels alias on slowly varying curves
 

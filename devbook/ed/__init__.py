@@ -12,7 +12,16 @@
 Numpy in, numpy out; randomness only through explicit seeds or ``np.random.Generator``.
 """
 
-from devbook.ed.forms import Form, FormSearch, b6_check, detect, find_forms, form_potential, influence_range, lift
+from devbook.ed.forms import (
+    Form,
+    FormSearch,
+    b6_check,
+    detect,
+    find_forms,
+    form_potential,
+    influence_range,
+    lift,
+)
 from devbook.ed.geometry import Circles, Features, cusps, osculating_circles, vertices
 from devbook.ed.null import phase_surrogate, step_lengths, walk_surrogate
 from devbook.ed.pca import TrajectoryPCA, trajectory_pca

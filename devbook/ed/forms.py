@@ -12,7 +12,8 @@ Pipeline of :func:`find_forms`:
    is all a cusp has); the root-mean-square misfit is the **residual** (0: the centres lift
    exactly); overlapping candidates keep the lowest residual;
 6. the point mapped back to function space, its form potential ``|x_t − p|²`` in the full
-   space (App. B.3, B.8), the influence range = the flat bottom of the potential, the B.6
+   space (App. B.3, B.8), the influence range = the flat bottom of the potential (within 5 % of
+   its median above its minimum), the B.6
    check of each PC, and a p-value against surrogate trajectories (:mod:`devbook.ed.null`).
 
 A note on B.6: if every plane's centre lifts exactly, then for each PC ``e_i = score_i − p_i``
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from devbook.ed.geometry import Features, cusps, vertices
+from devbook.ed.geometry import MIN_SIGMA, Features, cusps, vertices_from
 from devbook.ed.null import phase_surrogate, step_lengths, walk_surrogate
 from devbook.ed.pca import TrajectoryPCA, check_proxies, squared_distances, trajectory_pca
 from devbook.ed.smoothing import Smoothed, check_sigma, min_samples, smooth
@@ -162,7 +163,7 @@ def _groups(members: list[Member], sigma: NDArray[np.float64], time_tol: float,
     pos = np.array([m.position for m in members])
     planes = [m.plane for m in members]
     out = set()
-    for a, anchor in enumerate(members):
+    for anchor in members:
         tol = time_tol * sigma[int(round(anchor.position))] + 1.0
         chosen = {}
         for j in np.flatnonzero(np.abs(pos - anchor.position) <= tol):
@@ -181,13 +182,16 @@ def detect(scores: ArrayLike, sigma: float | ArrayLike, *, time_tol: float = 2.0
     and lifting. Used by :func:`find_forms` on the data and on every surrogate."""
     x = np.asarray(scores, dtype=np.float64)
     k = x.shape[1]
+    vopts = dict(vertex_options or {})
+    scales = tuple(vopts.pop("scales", (0.75, 1.33)))
     sm = smooth(x, sigma)
+    others = [smooth(x, np.maximum(sm.sigma * f, MIN_SIGMA)) for f in scales]
     planes = list(combinations(range(k), 2))
     need = len(planes) if min_planes is None else min_planes
     features, members = {}, []
     for plane in planes:
         sub = sm.columns(plane)
-        feats = (vertices(x[:, list(plane)], sm.sigma, **(vertex_options or {})),
+        feats = (vertices_from(sub, [o.columns(plane) for o in others], scales, **vopts),
                  cusps(sub, **(cusp_options or {})))
         features[plane] = feats
         members += _members(sm, plane, feats)
@@ -199,7 +203,7 @@ def detect(scores: ArrayLike, sigma: float | ArrayLike, *, time_tol: float = 2.0
         point, residual = lift(chosen, k, fallback)
         candidates.append((residual, index, group, Form(index, point, residual, chosen)))
     forms, used = [], set()
-    for residual, index, group, form in sorted(candidates, key=lambda c: (c[0], c[1])):
+    for _, _, group, form in sorted(candidates, key=lambda c: (c[0], c[1])):
         if not group & used:
             forms.append(form)
             used |= group
@@ -241,12 +245,13 @@ def influence_range(potential: ArrayLike, index: float, *, tol: float = 0.05,
                     window: float = 0.0) -> tuple[int, int]:
     """The flat bottom of a form potential around checkpoint ``index``: the contiguous run of
     checkpoints around the potential's minimum within ``index ± window`` where it stays below
-    ``min + tol × (max − min)``. Returns first and last checkpoint indices."""
+    ``min + tol × (median − min)`` (the median, not the maximum, so that a large transient far
+    from the form does not widen the range). Returns first and last checkpoint indices."""
     v = np.asarray(potential, dtype=np.float64)
     lo = max(int(np.floor(index - window)), 0)
     hi = min(int(np.ceil(index + window)), len(v) - 1)
     low = lo + int(np.argmin(v[lo:hi + 1]))
-    below = v <= v[low] + tol * (v.max() - v[low])
+    below = v <= v[low] + tol * (np.median(v) - v[low])
     start, end = low, low
     while start > 0 and below[start - 1]:
         start -= 1

@@ -179,7 +179,8 @@ def vertices(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool
     min_prominence
         Least prominence of the radius extremum, in log radius (0.1 ≈ a 10 % change).
     scales
-        σ is multiplied by each; a vertex must reappear within ``σ + 1`` samples at every one.
+        σ is multiplied by each (never below ``MIN_SIGMA``); a vertex must reappear within
+        ``σ + 1`` samples at every one.
     max_turn_deg, min_radius_steps
         A vertex where one step turns the tangent by more than ``max_turn_deg`` or whose radius
         is under ``min_radius_steps`` step lengths is a sharp point of the sampling (rejected).
@@ -193,30 +194,37 @@ def vertices(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool
         ``kind="vertex"``; positions are fractional sample indices.
     """
     sm = _plane(curve, sigma, periodic)
+    others = [smooth(curve, np.maximum(sm.sigma * f, MIN_SIGMA), periodic=periodic) for f in scales]
+    return vertices_from(sm, others, scales, periodic=periodic, min_prominence=min_prominence,
+                         max_turn_deg=max_turn_deg, min_radius_steps=min_radius_steps,
+                         cusp_speed=cusp_speed, edge=edge)
+
+
+def vertices_from(sm: Smoothed, others: list[Smoothed], scales: tuple[float, ...], *,
+                  periodic: bool = False, min_prominence: float = 0.1, max_turn_deg: float = 30.0,
+                  min_radius_steps: float = 3.0, cusp_speed: float = 0.1,
+                  edge: float = 4.0) -> Features:
+    """:func:`vertices` from a smoothed plane curve and its smoothings at ``scales`` × σ."""
     c = circles(sm)
     n = len(c.speed)
     pos, prom = _candidates(c, periodic, min_prominence)
     reasons = np.full(pos.size, "", dtype=object)
     tol = _interp(c.sigma, pos) + 1.0
-    raw = np.asarray(curve, float) if not isinstance(curve, Smoothed) else None
-    for f in scales if raw is not None else ():
-        scaled = np.maximum(c.sigma * f, MIN_SIGMA)
-        other, _ = _candidates(osculating_circles(raw, scaled, periodic=periodic),
-                               periodic, min_prominence)
+    for f, other_sm in zip(scales, others):
+        other, _ = _candidates(circles(other_sm), periodic, min_prominence)
         d = np.abs(pos[:, None] - other[None, :]) if other.size else np.full((pos.size, 1), np.inf)
         if periodic:
             d = np.minimum(d, n - d)
         reasons[(d.min(1) > tol) & (reasons == "")] = f"not persistent at {f:g}σ"
     i = np.clip(np.rint(pos).astype(int), 0, n - 1)
     radius = _interp(c.radius, pos)
-    step = c.speed[i]
     turn = np.degrees(np.maximum(c.turn_step[np.clip(i - 1, 0, n - 2)],
                                  c.turn_step[np.clip(i, 0, n - 2)]))
     slow = _interp(c.speed, pos) < cusp_speed * np.median(c.speed)
     near_end = (pos < edge * c.sigma[0]) | (pos > n - 1 - edge * c.sigma[-1])
     checks = [(slow, "cusp"), (near_end & (not periodic), "edge"),
               (turn > max_turn_deg, f"spacing: a step turns the tangent by > {max_turn_deg:g}°"),
-              (radius < min_radius_steps * step, f"spacing: radius < {min_radius_steps:g} steps")]
+              (radius < min_radius_steps * c.speed[i], f"spacing: radius < {min_radius_steps:g} steps")]
     for bad, why in checks:
         reasons[bad & (reasons == "")] = why
     ok = reasons == ""

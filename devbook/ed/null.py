@@ -21,11 +21,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from devbook.ed.pca import block_rows
 
-def step_lengths(proxies: ArrayLike, chunk: int = 512) -> NDArray[np.float64]:
+
+def step_lengths(proxies: ArrayLike) -> NDArray[np.float64]:
     """``|x_{t+1} − x_t|`` in the full function space, ``(T − 1,)``."""
     x = np.asarray(proxies)
     out = np.empty(len(x) - 1)
+    chunk = block_rows(x.shape[1])
     for i in range(0, len(x) - 1, chunk):
         block = np.diff(x[i:i + chunk + 1].astype(np.float64), axis=0)
         out[i:i + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))

@@ -15,7 +15,12 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.decomposition import PCA
 
 RANDOMIZED_ABOVE = 100   # randomised SVD when both sides exceed this and k is under a tenth
-CHUNK = 512              # rows per block for full-space distances
+BLOCK = 1 << 22          # entries per block for full-space passes (32 MiB of float64)
+
+
+def block_rows(dim: int) -> int:
+    """Rows per block of a full-space pass over ``dim`` columns."""
+    return max(1, min(512, BLOCK // max(dim, 1)))
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,12 @@ def check_proxies(proxies: ArrayLike, name: str = "proxies") -> NDArray[np.float
         raise ValueError(f"{name} must have shape (checkpoints, dimensions), got {arr.shape}")
     if arr.shape[0] < 2 or arr.shape[1] < 1:
         raise ValueError(f"{name} needs at least 2 checkpoints and 1 dimension, got {arr.shape}")
-    finite = np.isfinite(arr).all(axis=1) if arr.size <= 10**8 else np.array(
-        [np.isfinite(arr[i:i + CHUNK]).all() for i in range(0, len(arr), CHUNK)])
-    if not finite.all():
-        first = int(np.flatnonzero(~finite)[0]) * (1 if finite.size == len(arr) else CHUNK)
-        raise ValueError(f"{name} contains NaN or infinite values (from row {first})")
+    rows = block_rows(arr.shape[1])
+    for i in range(0, len(arr), rows):
+        finite = np.isfinite(arr[i:i + rows]).all(axis=1)
+        if not finite.all():
+            first = i + int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"{name} contains NaN or infinite values (first in row {first})")
     return arr
 
 
@@ -87,7 +93,8 @@ def squared_distances(proxies: ArrayLike, point: ArrayLike) -> NDArray[np.float6
     if p.shape != (x.shape[1],):
         raise ValueError(f"point must have shape ({x.shape[1]},), got {p.shape}")
     out = np.empty(len(x))
-    for i in range(0, len(x), CHUNK):
-        block = x[i:i + CHUNK].astype(np.float64) - p
-        out[i:i + CHUNK] = np.einsum("ij,ij->i", block, block)
+    rows = block_rows(x.shape[1])
+    for i in range(0, len(x), rows):
+        block = x[i:i + rows].astype(np.float64) - p
+        out[i:i + rows] = np.einsum("ij,ij->i", block, block)
     return out

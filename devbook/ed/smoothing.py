@@ -7,7 +7,7 @@ and its first three derivatives (with respect to the sample index), each from a 
 derivative filter (``scipy.ndimage.gaussian_filter1d`` with ``order`` 0–3), never from finite
 differences of the smoothed curve.
 
-A varying σ is handled by filtering at a geometric grid of σ levels (ratio ≤ 1.1) and
+A varying σ is handled by filtering at a geometric grid of σ levels (ratio ≤ 1.2) and
 interpolating each sample between its two bracketing levels in log σ; each level is filtered
 only over the samples that use it. Open curves are extended past their ends by point
 reflection (``np.pad(..., reflect_type="odd")``), which keeps straight lines straight; closed
@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter1d
 
 TRUNCATE = 8.0      # kernel radius in σ: at 4σ the derivative kernels leak ~1e-4 of a constant
-LEVEL_RATIO = 1.1   # largest ratio between adjacent σ levels of a varying schedule
+LEVEL_RATIO = 1.2   # largest ratio between adjacent σ levels of a varying schedule
 
 
 @dataclass(frozen=True)

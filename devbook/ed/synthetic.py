@@ -2,7 +2,7 @@
 
 - analytic plane curves with exactly known vertices, evolute cusps and cusps: :func:`parabola`,
   :func:`ellipse`, :func:`circle`, :func:`log_spiral`, :func:`semicubical`, :func:`cycloid`
-  (each returns the parameter ``t`` and the ``(n, 2)`` curve);
+  :func:`hyperbola` (each returns the parameter ``t`` and the ``(n, 2)`` curve);
 - :func:`brownian`: a random walk in R^D, whose PC scores are close to ``cos(kπs)`` with
   explained-variance ratios ``6/(π²k²)`` (paper App. B.7);
 - :func:`cusp_form`: a 3-D curve whose coordinates are each even or odd about ``t*``, with a
@@ -61,6 +61,12 @@ def cycloid(n: int = 3000, start: float = 0.5, stop: float = 6 * np.pi - 0.5) ->
     """``(t − sin t, 1 − cos t)``: cusps at ``2πk``, vertices at odd multiples of π."""
     t = np.linspace(start, stop, n)
     return _stack(t, t - np.sin(t), 1 - np.cos(t))
+
+
+def hyperbola(n: int = 1000, a: float = 0.05, half_width: float = 1.0) -> Curve:
+    """``(t, √(t² + a²))``: one vertex at 0 with radius ``a``, centre ``(0, 2a)``."""
+    t = np.linspace(-half_width, half_width, n)
+    return _stack(t, t, np.sqrt(t**2 + a**2))
 
 
 def brownian(n: int, dim: int, rng: np.random.Generator) -> NDArray[np.float64]:
