@@ -5,7 +5,8 @@ Every page of the toc, in the HTML that ``make test`` renders from the smoke not
 every other host made unresolvable, and must show: math typeset by MathJax (no raw TeX left in
 the visible text, MathJax output where the page has math, no TeX errors), every image loaded,
 no JavaScript error, no progress-bar text, no build-machine path, and no request that leaves
-the loopback server. A screenshot of each page goes to ``_build/screens/``.
+the loopback server. Screenshots of each page go to ``_build/screens/`` (``book__theory__llc-1.png``,
+``-2.png``... for a long page).
 
 The synthetic pages at the end show that each check fails when it should.
 ``make test`` runs this file after the render step; alone: ``pytest tests/test_browser.py``.
@@ -130,16 +131,25 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def screenshot(driver: object, path: Path, max_height: int = 12000) -> None:
-    """A PNG of the whole page (up to ``max_height`` CSS pixels tall) at ``path``."""
+def screenshot(driver: object, stem: Path, tile: int = 10000) -> list[Path]:
+    """PNGs of the whole page, ``tile`` CSS pixels tall each: ``<stem>-1.png``, ``<stem>-2.png``...
+
+    Earlier screenshots of the same page are removed first.
+    """
     import base64
 
-    height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), max_height)
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for old in stem.parent.glob(f"{stem.name}-*.png"):
+        old.unlink()
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    paths = []
+    for number, top in enumerate(range(0, height, tile), start=1):
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": top, "width": 1280, "height": min(tile, height - top), "scale": 1}})
+        paths.append(stem.parent / f"{stem.name}-{number}.png")
+        paths[-1].write_bytes(base64.b64decode(shot["data"]))
+    return paths
 
 
 def problems(driver: object, url: str, origin: str, shot: Path | None = None) -> list[str]:
@@ -152,7 +162,7 @@ def problems(driver: object, url: str, origin: str, shot: Path | None = None) ->
     url
         The page; ``origin`` (``http://127.0.0.1:PORT``) is the only place it may load from.
     shot
-        Where to save a screenshot of the page, if anywhere.
+        Where to save screenshots of the page (:func:`screenshot`'s ``stem``), if anywhere.
     """
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get(url)
@@ -187,7 +197,7 @@ def test_page_as_a_reader_sees_it(page: str, browser: object, serve: Serve) -> N
     assert html.exists(), (f"no {html}: render the smoke notebooks first "
                            "(make test, or python -m devbook.book render --preset smoke --html _build/smoke/html)")
     origin = serve(HTML)
-    found = problems(browser, f"{origin}/{page}.html", origin, SCREENS / (page.replace("/", "__") + ".png"))
+    found = problems(browser, f"{origin}/{page}.html", origin, SCREENS / page.replace("/", "__"))
     assert not found, f"{page}.html:\n  " + "\n  ".join(found)
 
 
