@@ -4,7 +4,8 @@ Every page of the toc, in the HTML that ``make test`` renders from the smoke not
 (``_build/smoke/html``, or ``$DEVBOOK_HTML``), is opened from a server on 127.0.0.1, with
 every other host made unresolvable, and must show: math typeset by MathJax (no raw TeX left in
 the visible text, MathJax output where the page has math, no TeX errors), every image loaded,
-no JavaScript error, no progress-bar text, no build-machine path, and no request that leaves
+no JavaScript error, no progress-bar text, no build-machine path, no library notice (tqdm's
+"IProgress not found", Deprecation- and FutureWarnings), and no request that leaves
 the loopback server. Screenshots of each page go to ``_build/screens/`` (``book__theory__llc-1.png``,
 ``-2.png``... for a long page).
 
@@ -39,6 +40,7 @@ CHROMIUM = next((p for p in (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/
 PROGRESS_TEXT = [r"[\d?](?:it|cell)/s", r"\ds/(?:it|cell)", r"%\|", "█"]
 MACHINE_PATHS = ["/work/", "/root/", "/tmp/", "/home/", ".venv/lib", "site-packages", "ipykernel_"]  # not ".venv" alone: the
 # intro tells readers that `make book` creates .venv
+LIBRARY_NOISE = ["IProgress not found", "DeprecationWarning", "FutureWarning"]
 RAW_TEX = [r"\\\(", r"\\\)", r"\\\[", r"\\\]", r"\$\$", r"\\begin\{", r"\$[^$\n]*[\\^_][^$\n]*\$"]
 
 # The text a reader sees outside code (pre, code) and outside MathJax's own output.
@@ -68,6 +70,9 @@ if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
   MathJax.startup.promise.then(report, report);
 } else { setTimeout(report, 1500); }
 """
+
+# The text of the cells' outputs (myst-nb's .cell_output), not of their code.
+OUTPUTS_JS = "return Array.from(document.querySelectorAll('.cell_output')).map(e => e.innerText).join('\\n');"
 
 IMAGES_JS = """
 return Array.from(document.images)
@@ -184,6 +189,9 @@ def problems(driver: object, url: str, origin: str, shot: Path | None = None) ->
               for pattern in PROGRESS_TEXT for m in [re.search(pattern, text)] if m]
     found += [f"machine path {needle!r} near {text[max(0, text.find(needle) - 60):text.find(needle) + 60]!r}"
               for needle in MACHINE_PATHS if needle in text]
+    outputs = driver.execute_script(OUTPUTS_JS)
+    found += [f"library notice {needle!r} in an output: {outputs[outputs.find(needle):outputs.find(needle) + 80]!r}"
+              for needle in LIBRARY_NOISE if needle in outputs]
     found += [f"request off the local server: {name}" for name in driver.execute_script(RESOURCES_JS)
               if not (name.startswith(origin + "/") or name.startswith("data:"))]
     if shot is not None:
@@ -277,7 +285,9 @@ def test_checks_catch_javascript_errors(browser: object, serve: Serve, synthetic
 
 def test_checks_catch_progress_bars_and_paths(browser: object, serve: Serve, synthetic: Path) -> None:
     body = ("<pre>SGLD:  40%|████      | 4/10 [00:01<00:02,  3.1it/s]</pre>"
-            "<pre>/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning</pre>")
+            "<div class='cell_output'><pre>/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: "
+            "TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.</pre></div>")
     found = "\n".join(_check(browser, serve, synthetic, _page(synthetic, "noise.html", body)))
-    for needle in ("'%|'", "'█'", "'1it/s'", "'/work/'", "'.venv/lib'", "'site-packages'"):
+    for needle in ("'%|'", "'█'", "'1it/s'", "'/work/'", "'.venv/lib'", "'site-packages'",
+                   "'IProgress not found'"):
         assert needle in found, f"{needle} not reported in:\n{found}"
