@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/llc_vs_devinterp.py
 	$(PY) benchmarks/llc_vs_devinterp.py --threads 1
 	$(PY) benchmarks/regression.py
+	$(PY) benchmarks/ed.py
 
 clean:
 	rm -rf _build
