@@ -13,9 +13,21 @@ from torch import Tensor
 def sample_sparse(
     n: int, c: int = 6, *, generator: torch.Generator, batch: tuple[int, ...] = ()
 ) -> Tensor:
-    """``n`` samples x = μ e_i of dimension ``c``; shape ``(*batch, n, c)``, float32.
+    """Samples x = μ e_i of dimension ``c``: one non-zero entry μ ~ U[0, 1] at i ~ U{0..c-1}.
 
-    Each row has one non-zero entry μ ~ U[0, 1] at an index i ~ U{0..c-1}.
+    Parameters
+    ----------
+    n, c : int
+        Number of samples and features (>= 1).
+    generator : torch.Generator
+        The source of randomness (indices are drawn first, then the magnitudes).
+    batch : tuple of int
+        Leading batch dimensions.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(*batch, n, c)``, float32.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")

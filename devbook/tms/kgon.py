@@ -1,9 +1,10 @@
 """k-gon critical points of the TMS (r = 2): build them, optimise them, and classify parameters.
 
-A parameter w = (W, b) is named ``k^{σ+, φ−}`` (seed ``003``): k is the number of vertices of
-the convex hull of the columns of W that have non-negligible norm, σ the number of positive
-biases and φ the number of large negative biases. Labels are strings such as ``"6"``, ``"5+"``
-or ``"4++-"`` (ASCII minus). Used by ``book/tms/growth-and-form.md``.
+A parameter w = (W, b) is named ``k^{σ+, φ−}`` (as in the "growth and form" study of the TMS):
+k is the number of vertices of the convex hull of the columns of W that have non-negligible
+norm, σ the number of positive biases and φ the number of large negative biases. Labels are
+strings such as ``"6"``, ``"5+"`` or ``"4++-"`` (ASCII minus). :data:`STUDY_TABLE` holds the
+study's values for the 5- and 6-gon. Used by ``book/tms/growth-and-form.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from scipy.spatial import ConvexHull, QhullError
 from torch import Tensor
 
 from devbook.tms.model import population_loss
+
+
+STUDY_TABLE: dict[str, tuple[float, float, float]] = {
+    "5": (0.06874, 7.0, 3.62417),
+    "6": (0.04819, 8.5, 6.37767),
+}
+"""The growth-and-form study's loss L, learning coefficient λ and free-energy constant c of the
+5-gon and the 6-gon (its table of critical points), for ``F_n ≈ nL + λ log n + c``."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ def classify(
     bias_tol: float = 0.02,
     angle_tol: float = 0.2,
 ) -> KGon:
-    """Name the k-gon of one parameter ``W`` (2, c), ``b`` (c,).
+    """Name the k-gon of one parameter.
 
     - a column counts if its norm exceeds ``norm_tol`` × the largest column norm;
     - k: distinct directions (merged within ``angle_tol`` rad) among the convex-hull vertices of
@@ -62,6 +71,18 @@ def classify(
     - σ: biases above ``bias_tol``;
     - φ: biases below −``bias_tol`` whose unit is dead on every input μe_i, μ ∈ [0, 1]
       (b_j + max_i max(W_j·W_i, 0) ≤ 0): "large" means large enough to switch the unit off.
+
+    Parameters
+    ----------
+    W, b : torch.Tensor
+        ``W`` (2, c), ``b`` (c,).
+    norm_tol, bias_tol, angle_tol : float
+        The tolerances above.
+
+    Returns
+    -------
+    KGon
+        ``k``, ``sigma``, ``phi`` (and ``label``).
     """
     if W.dim() != 2 or W.shape[0] != 2 or b.shape != (W.shape[1],):
         raise ValueError(
@@ -80,8 +101,36 @@ def classify(
     return KGon(k, sigma, phi)
 
 
+def label_k(label: str) -> int:
+    """The number of hull vertices k of a label.
+
+    Parameters
+    ----------
+    label : str
+        A k-gon label such as ``"5+"`` or ``"4++-"``.
+
+    Returns
+    -------
+    int
+    """
+    return int(label.rstrip("+-") or 0)
+
+
 def classify_many(W: Tensor, b: Tensor, **tols: float) -> list[str]:
-    """Labels of a batch: ``W`` (S, 2, c), ``b`` (S, c) → S label strings."""
+    """Labels of a batch of parameters.
+
+    Parameters
+    ----------
+    W, b : torch.Tensor
+        ``W`` (S, 2, c), ``b`` (S, c).
+    **tols : float
+        Tolerances of :func:`classify`.
+
+    Returns
+    -------
+    list of str
+        S labels.
+    """
     return [classify(W[s], b[s], **tols).label for s in range(W.shape[0])]
 
 

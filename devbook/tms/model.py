@@ -26,10 +26,19 @@ def _check_params(W: Tensor, b: Tensor) -> None:
 
 
 def forward(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
-    """f(x) = ReLU(WᵀW x + b) for W (r, c) or (S, r, c), b (c,) or (S, c).
+    """f(x) = ReLU(WᵀW x + b), for one parameter or a batch of them.
 
-    ``x`` is (N, c) (broadcast over S) or (S, N, c); the output has the shape of x, with a
-    leading S when W is batched.
+    Parameters
+    ----------
+    W, b : torch.Tensor
+        ``W`` (r, c) or (S, r, c), ``b`` (c,) or (S, c).
+    x : torch.Tensor
+        ``x`` (N, c) (broadcast over S) or (S, N, c).
+
+    Returns
+    -------
+    torch.Tensor
+        The shape of x, with a leading S when W is batched.
     """
     _check_params(W, b)
     if x.shape[-1] != W.shape[-1]:
@@ -39,7 +48,18 @@ def forward(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
 
 
 def empirical_loss(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
-    """L_n(w) = mean over samples of ||x - f(x)||²; shape () or (S,) for batched W."""
+    """L_n(w) = mean over samples of ||x − f(x)||².
+
+    Parameters
+    ----------
+    W, b, x : torch.Tensor
+        As in :func:`forward`.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape () or (S,) for batched W.
+    """
     return ((x - forward(W, b, x)) ** 2).sum(-1).mean(-1)
 
 
@@ -98,7 +118,8 @@ class TMSModel(nn.Module):
         super().__init__()
         _check_params(W, b)
         if W.dim() != 2:
-            raise ValueError(f"TMSModel holds one parameter: W must be (r, c), got {tuple(W.shape)}")
+            raise ValueError(f"TMSModel holds one parameter: W must be (r, c), got "
+                             f"{tuple(W.shape)}")
         self.W = nn.Parameter(W.detach().clone())
         self.b = nn.Parameter(b.detach().clone())
 
@@ -107,6 +128,19 @@ class TMSModel(nn.Module):
 
 
 def tms_loss_fn(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    """Mean over the batch of ||x − f(x)||²: the ``loss_fn(model, batch)`` of ``devbook.llc``."""
+    """Mean over the batch of ||x − f(x)||²: the ``loss_fn(model, batch)`` of ``devbook.llc``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A :class:`TMSModel` (or anything mapping (N, c) to (N, c)).
+    batch : tuple of torch.Tensor
+        ``(x,)`` with x (N, c) (extra entries are ignored).
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
+    """
     (x,) = batch[:1]
     return ((x - model(x)) ** 2).sum(-1).mean()

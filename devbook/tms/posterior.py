@@ -1,33 +1,42 @@
 """Sampling the TMS posterior over the whole parameter space (no localization), vectorised.
 
-The posterior of the seed is p(w | D_n) ∝ exp(−n L_n(w)) φ(w); here φ is N(0, prior_std² I).
-Unlike ``devbook.llc`` (which keeps only losses and pulls chains back to w* with γ), this
-sampler returns the draws themselves so that each can be classified into a k-gon phase.
-Update (SPEC §1 with γ = 0, nβ = n, full-batch gradient, plus the prior's gradient):
+The posterior of the "growth and form" study is p(w | D_n) ∝ exp(−n L_n(w)) φ(w); here φ is
+N(0, prior_std² I). Unlike ``devbook.llc`` (which keeps only losses and pulls chains back to w*
+with γ), this sampler returns the draws themselves so that each can be classified into a k-gon
+phase. Update (the SGLD step of paper App. A.4 with γ = 0, nβ = n, full-batch gradient, plus
+the prior's gradient):
 
     w ← w + (ε/2) · ( −n ∇L_n(w) − w / prior_std² ) + N(0, ε I)
 
 All C chains advance together: ``W`` (C, r, c), ``b`` (C, c). :func:`sample_posterior` runs
 independent chains at one n; :func:`sample_tempered` runs replica exchange over a ladder of n
 (nested data sets) so that chains cross between k-gon phases at large n; the latter is what
-``book/tms/growth-and-form.md`` uses for the Bayesian phase transition.
+``book/tms/growth-and-form.md`` uses for the Bayesian phase transition, with
+:func:`occupancy_table` (the share of each phase at each rung), :func:`occupancy_crossover`
+(where the 6-gon overtakes the 5-gon) and :func:`two_phase_occupancy` (the free-energy
+prediction).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
-from devbook.tms.model import empirical_loss
+from devbook.tms.kgon import classify
+from devbook.tms.model import empirical_loss, population_loss
 from devbook.tms.train import loss_grad
 
 
 def _langevin_step(W: Tensor, b: Tensor, x: Tensor, n: int, epsilon: float, prec: float,
                    g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """One update of the module docstring for chains ``W`` (C, r, c), ``b`` (C, c) on ``x`` (C, n, c)."""
+    """One update of the module docstring for chains ``W`` (C, r, c), ``b`` (C, c) on ``x``
+    (C, n, c)."""
     dW, db = loss_grad(W, b, x)
     root = math.sqrt(epsilon)
     W = W + epsilon / 2 * (-n * dW - prec * W) + root * torch.randn(W.shape, generator=g)
@@ -57,8 +66,12 @@ def sample_posterior(
 
     ``data`` (n, c). Chains start from N(0, init_scale²), or from ``init`` = (W (C, r, c),
     b (C, c)) when given (e.g. half at a 5-gon, half at a 6-gon); the last ``num_draws`` of
-    ``num_steps`` steps are returned, evenly spaced over the second half of the run:
-    ``W`` (num_draws, C, r, c), ``b`` (num_draws, C, c).
+    ``num_steps`` steps are returned, evenly spaced over the second half of the run.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``W`` (num_draws, C, r, c), ``b`` (num_draws, C, c).
     """
     if data.dim() != 2:
         raise ValueError(f"data must be (n, c), got {tuple(data.shape)}")
@@ -89,7 +102,8 @@ def sample_posterior(
             out_W.append(W.clone())
             out_b.append(b.clone())
     if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
-        raise FloatingPointError(f"Langevin chains diverged; try an epsilon smaller than {epsilon:g}")
+        raise FloatingPointError(f"Langevin chains diverged; try an epsilon smaller than "
+                                 f"{epsilon:g}")
     return torch.stack(out_W), torch.stack(out_b)
 
 
@@ -113,20 +127,43 @@ def _energy(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
     return len(x) * empirical_loss(W, b, x)
 
 
-def sample_tempered(
-    data: Tensor,
-    ns: list[int],
-    *,
-    num_chains: int,
-    num_steps: int,
-    num_draws: int,
-    step_scale: float = 0.05,
-    swap_every: int = 10,
-    prior_std: float = 2.0,
-    init_scale: float = 0.1,
-    r: int = 2,
-    seed: int,
-) -> TemperedDraws:
+def _check_tempered(data: Tensor, ns: list[int], num_chains: int, num_steps: int,
+                    num_draws: int, swap_every: int, scales: tuple[float, float, float]) -> None:
+    """Raise ``ValueError`` unless the arguments of :func:`sample_tempered` are sound."""
+    if data.dim() != 2:
+        raise ValueError(f"data must be (N, c), got {tuple(data.shape)}")
+    if len(ns) < 2 or any(b <= a for a, b in zip(ns, ns[1:])) or ns[0] < 1 or ns[-1] > len(data):
+        raise ValueError(f"ns must be >= 2 strictly increasing ints in [1, {len(data)}], got {ns}")
+    if not (num_chains >= 1 and num_steps >= 2 and 1 <= num_draws <= num_steps // 2
+            and swap_every >= 1):
+        raise ValueError(
+            f"need num_chains >= 1, num_steps >= 2, 1 <= num_draws <= num_steps // 2, "
+            f"swap_every >= 1; got {num_chains}, {num_steps}, {num_draws}, {swap_every}")
+    if min(scales) <= 0:
+        raise ValueError(f"step_scale, prior_std, init_scale must be > 0; got {scales}")
+
+
+def _swap_round(W: Tensor, b: Tensor, visited: Tensor, xs: list[Tensor], first: int,
+                accepted: Tensor, proposed: Tensor, g: torch.Generator) -> None:
+    """Propose to exchange the states of rungs (i, i + 1), i = first, first + 2, ..., in place."""
+    C = W.shape[1]
+    for i in range(first, len(xs) - 1, 2):
+        j = i + 1
+        log_a = (
+            _energy(W[i], b[i], xs[i]) + _energy(W[j], b[j], xs[j])
+            - _energy(W[j], b[j], xs[i]) - _energy(W[i], b[i], xs[j])
+        )
+        acc = torch.rand(C, generator=g).log() < log_a
+        for arr in (W, b, visited):
+            arr[i, acc], arr[j, acc] = arr[j, acc].clone(), arr[i, acc].clone()
+        accepted[i] += acc.sum()
+        proposed[i] += C
+
+
+def sample_tempered(data: Tensor, ns: list[int], *, num_chains: int, num_steps: int,
+                    num_draws: int, step_scale: float = 0.05, swap_every: int = 10,
+                    prior_std: float = 2.0, init_scale: float = 0.1, r: int = 2,
+                    seed: int) -> TemperedDraws:
     """Replica-exchange Langevin over a ladder of posteriors p(w | D_{n_i}), D_n = data[:n].
 
     ``data`` (N, c) with N ≥ max(ns); ``ns`` strictly increasing. Each of ``num_chains``
@@ -139,18 +176,25 @@ def sample_tempered(
     product of the rung posteriors, so barriers that trap a chain at large n are crossed by
     states that travel down to small n, where the posterior is diffuse, and back. The last
     ``num_draws`` draws are kept, evenly spaced over the second half of the run.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        (N, c), N ≥ max(ns).
+    ns : list of int
+        The ladder of sample sizes, strictly increasing.
+    num_chains, num_steps, num_draws : int
+        Replica sets, steps, and kept draws (at most ``num_steps // 2``).
+    step_scale, swap_every, prior_std, init_scale, r, seed
+        As described above; ``r`` is the hidden dimension, ``seed`` seeds every draw.
+
+    Returns
+    -------
+    TemperedDraws
+        The kept draws of every rung, swap rates and the mixing diagnostic.
     """
-    if data.dim() != 2:
-        raise ValueError(f"data must be (N, c), got {tuple(data.shape)}")
-    if len(ns) < 2 or any(b <= a for a, b in zip(ns, ns[1:])) or ns[0] < 1 or ns[-1] > len(data):
-        raise ValueError(f"ns must be >= 2 strictly increasing ints in [1, {len(data)}], got {ns}")
-    if not (num_chains >= 1 and num_steps >= 2 and 1 <= num_draws <= num_steps // 2 and swap_every >= 1):
-        raise ValueError(
-            f"need num_chains >= 1, num_steps >= 2, 1 <= num_draws <= num_steps // 2, swap_every >= 1; "
-            f"got {num_chains}, {num_steps}, {num_draws}, {swap_every}"
-        )
-    if step_scale <= 0 or prior_std <= 0 or init_scale <= 0:
-        raise ValueError(f"step_scale, prior_std, init_scale must be > 0; got {step_scale}, {prior_std}, {init_scale}")
+    _check_tempered(data, ns, num_chains, num_steps, num_draws, swap_every,
+                    (step_scale, prior_std, init_scale))
     R, C, c = len(ns), num_chains, data.shape[1]
     g = torch.Generator().manual_seed(int(seed))
     W = torch.randn(R, C, r, c, generator=g) * init_scale
@@ -168,17 +212,7 @@ def sample_tempered(
             W[i], b[i] = _langevin_step(W[i], b[i], xe[i], ns[i], step_scale / ns[i], prec, g)
         visited[0] = True
         if (t + 1) % swap_every == 0:
-            for i in range(rounds % 2, R - 1, 2):
-                j = i + 1
-                log_a = (
-                    _energy(W[i], b[i], xs[i]) + _energy(W[j], b[j], xs[j])
-                    - _energy(W[j], b[j], xs[i]) - _energy(W[i], b[i], xs[j])
-                )
-                acc = torch.rand(C, generator=g).log() < log_a
-                for arr in (W, b, visited):
-                    arr[i, acc], arr[j, acc] = arr[j, acc].clone(), arr[i, acc].clone()
-                accepted[i] += acc.sum()
-                proposed[i] += C
+            _swap_round(W, b, visited, xs, rounds % 2, accepted, proposed, g)
             rounds += 1
         if t in keep:
             out_W.append(W.clone())
@@ -186,7 +220,8 @@ def sample_tempered(
             out_visit.append(visited.clone())
             visited = torch.zeros(R, C, dtype=torch.bool)
     if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
-        raise FloatingPointError(f"Langevin chains diverged; try a step_scale smaller than {step_scale:g}")
+        raise FloatingPointError(f"Langevin chains diverged; try a step_scale smaller than "
+                                 f"{step_scale:g}")
     return TemperedDraws(
         list(ns), torch.stack(out_W), torch.stack(out_b), accepted / proposed.clamp(min=1),
         torch.stack(out_visit).float().mean(0),
@@ -194,7 +229,8 @@ def sample_tempered(
 
 
 def free_energy_crossing(dloss: float, dlambda: float, dconst: float = 0.0) -> float:
-    """The n > 1 solving n·ΔL + Δλ·log n + Δc = 0 (seed 003), for ΔL < 0 < Δλ.
+    """The n > 1 solving n·ΔL + Δλ·log n + Δc = 0 (the growth-and-form
+    study), for ΔL < 0 < Δλ.
 
     Δ = (phase β) − (phase α). With Δc = 0 the crossing is the seed's formula. Returns nan
     when no crossing exists above n = 1 (e.g. ΔL ≥ 0). Solved by bisection on log n.
@@ -218,3 +254,85 @@ def free_energy_crossing(dloss: float, dlambda: float, dconst: float = 0.0) -> f
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
     return math.sqrt(lo * hi)
+
+
+def occupancy_table(draws: TemperedDraws, *, threshold: float = 0.1) -> pd.DataFrame:
+    """The share of each k-gon phase among the kept draws of every rung.
+
+    Every draw is classified by its number of hull vertices k
+    (:func:`devbook.tms.kgon.classify`); a draw whose exact potential L(w) is above
+    ``threshold`` (nowhere near a polygon critical point) is unclassified.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per rung: ``n``, ``draws``, the shares ``k5``, ``k6``, ``other`` (any other k)
+        and ``unclassified``, ``k6_first`` / ``k6_second`` (the 6-gon share in the first and
+        second half of the draws, in draw order: a convergence check) and ``median_loss``.
+    """
+    rows = []
+    for i, n in enumerate(draws.ns):
+        c = draws.W.shape[-1]
+        W, b = draws.W[:, i].reshape(-1, draws.W.shape[-2], c), draws.b[:, i].reshape(-1, c)
+        pot = population_loss(W.double(), b.double()).numpy()
+        ks = np.array([classify(W[j], b[j]).k for j in range(len(W))])
+        ks[pot > threshold] = -1
+        half = len(ks) // 2
+        rows.append({"n": n, "draws": len(ks), "k5": float((ks == 5).mean()),
+                     "k6": float((ks == 6).mean()),
+                     "other": float(((ks != 5) & (ks != 6) & (ks != -1)).mean()),
+                     "unclassified": float((ks == -1).mean()),
+                     "k6_first": float((ks[:half] == 6).mean()),
+                     "k6_second": float((ks[half:] == 6).mean()),
+                     "median_loss": float(np.median(pot))})
+    return pd.DataFrame(rows)
+
+
+def occupancy_crossover(occupancy: pd.DataFrame) -> str:
+    """Where the 6-gon's share last overtakes the 5-gon's along the ladder, as text.
+
+    The last sign change of (6-gon share − 5-gon share), interpolated linearly in log n.
+
+    Parameters
+    ----------
+    occupancy : pandas.DataFrame
+        As returned by :func:`occupancy_table` (columns ``n``, ``k5``, ``k6``).
+
+    Returns
+    -------
+    str
+        ``"about 640"``; ``"not reached (...)"`` when the 5-gon still holds more draws at the
+        top rung; ``"not located"`` when the 6-gon leads at every rung.
+    """
+    ns = [int(n) for n in occupancy["n"]]
+    diff = (occupancy["k6"] - occupancy["k5"]).to_numpy()
+    cross = [i for i in range(len(ns) - 1) if diff[i] < 0 <= diff[i + 1]]
+    if cross and diff[-1] >= 0:
+        i = cross[-1]
+        f = diff[i] / (diff[i] - diff[i + 1])
+        n = float(np.exp(np.log(ns[i]) + f * (np.log(ns[i + 1]) - np.log(ns[i]))))
+        return f"about {n:.0f}"
+    if diff[-1] < 0:
+        return f"not reached (the 5-gon still holds more draws at n = {ns[-1]})"
+    return "not located"
+
+
+def two_phase_occupancy(ns: np.ndarray, phases: Sequence[tuple[float, float, float]]
+                        ) -> np.ndarray:
+    """Posterior shares of phases with free energies F_n = nL + λ log n + c (Watanabe).
+
+    Parameters
+    ----------
+    ns : array
+        Sample sizes.
+    phases : sequence of (L, λ, c)
+        One triple per phase.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(phases), len(ns))``: exp(−F) normalised over the phases at each n.
+    """
+    F = np.stack([ns * L + lam * np.log(ns) + c for L, lam, c in phases])
+    P = np.exp(-(F - F.min(0)))
+    return P / P.sum(0)

@@ -1,60 +1,238 @@
-"""Train many TMS initialisations at once, vectorised over seeds, and find their plateaus.
+"""Train many TMS initialisations at once, vectorised over seeds, through the run store.
 
-All S runs advance together: parameters are stacked as ``W`` (S, r, c), ``b`` (S, c); run s has
-its own training set (S, n, c), its own initialisation and its own minibatch order, all drawn
-from ``torch.Generator(seed_s)``, so run s is the same whatever the other seeds are. The loss of
-the stack is the sum of the S mean losses, so each run receives exactly its own gradient.
-Used by ``book/tms/growth-and-form.md``.
+All S seeds of a run advance together: parameters are stacked as ``W`` (S, r, c), ``b`` (S, c)
+in a :class:`TMSStack`; seed s has its own training set (S, n, c), its own initialisation and
+its own minibatch order, all drawn from generators seeded by s alone, so seed s trains the same
+whatever the other seeds are. Gradients are hand-derived per seed (:func:`loss_and_grad`), so
+each seed receives exactly its own gradient.
+
+:class:`TMSTrainer` is the :class:`devbook.training.Trainer` that
+:meth:`devbook.setting.Setting.train` drives (resumable, bitwise-identical after a kill);
+:func:`load_result` reads a trained run back as a :class:`TrainResult` (all checkpoints, and
+the empirical and exact losses at each, cached in the run).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-from devbook.progress import progress as tqdm
+from torch import Tensor, nn
 
+from devbook.store import Run, StoreError
 from devbook.tms.data import sample_sparse
-from devbook.tms.model import empirical_loss, population_loss
+from devbook.tms.model import empirical_loss, forward, population_loss
 
-OPTIMISERS = ("sgd", "adam")
+INDEX_CHUNK = 500
+"""Minibatch indices are drawn ``INDEX_CHUNK`` steps at a time per seed (part of the weights'
+definition: changing it changes the runs, so bump the config ``version`` with it)."""
+BATCH_SEED_OFFSET = 10_000_019
+"""Seed s draws its minibatch indices from ``torch.Generator(BATCH_SEED_OFFSET + s)``."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One batch of TMS training runs (one per seed in ``seeds``)."""
+def run_seeds(config: Mapping[str, Any]) -> list[int]:
+    """The seeds of a run's initialisations.
 
-    r: int = 2
-    c: int = 6
-    n: int = 1000  # training-set size per run
-    batch_size: int = 20
-    steps: int = 20000
-    lr: float = 0.01
-    momentum: float = 0.9  # SGD only
-    optimiser: str = "sgd"
-    init_scale: float = 1.0  # W entries ~ N(0, init_scale²) ...
-    bias_init_scale: float = 0.0  # ... and b entries ~ N(0, bias_init_scale²)
-    num_checkpoints: int = 120  # log-spaced (plus step 0)
+    Parameters
+    ----------
+    config : mapping
+        A run config (``seed``, ``num_seeds``).
 
-    def __post_init__(self) -> None:
-        if self.optimiser not in OPTIMISERS:
-            raise ValueError(f"optimiser {self.optimiser!r} unknown; valid: {OPTIMISERS}")
-        for name in ("r", "c", "n", "batch_size", "steps", "num_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.r > self.c:
-            raise ValueError(f"need r <= c, got r={self.r}, c={self.c}")
+    Returns
+    -------
+    list of int
+        ``seed * 100_000 + s`` for ``s < num_seeds``.
+    """
+    return [config["seed"] * 100_000 + s for s in range(config["num_seeds"])]
+
+
+def init_params(config: Mapping[str, Any], seeds: Sequence[int], *, with_data: bool = True
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-seed initialisation and training set, each from ``torch.Generator(seed)``.
+
+    Parameters
+    ----------
+    config : mapping
+        A run config (``r``, ``c``, ``n``, ``init_scale``, ``bias_init_scale``).
+    seeds : sequence of int
+        One seed per initialisation.
+    with_data : bool
+        Also draw the training sets (drawn after W and b, so W and b do not depend on it).
+
+    Returns
+    -------
+    tuple
+        ``W`` (S, r, c), ``b`` (S, c) and the data (S, n, c) (``None`` without ``with_data``).
+    """
+    Ws, bs, xs = [], [], []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(int(seed))
+        Ws.append(torch.randn(config["r"], config["c"], generator=g) * config["init_scale"])
+        bs.append(torch.randn(config["c"], generator=g) * config["bias_init_scale"])
+        if with_data:
+            xs.append(sample_sparse(config["n"], config["c"], generator=g))
+    return torch.stack(Ws), torch.stack(bs), torch.stack(xs) if with_data else None
+
+
+def loss_and_grad(W: Tensor, b: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each seed's mean loss ||x − f(x)||² and its gradients (hand-derived, tested by autograd).
+
+    Parameters
+    ----------
+    W, b, x : Tensor
+        ``W`` (S, r, c), ``b`` (S, c), ``x`` (S, m, c).
+
+    Returns
+    -------
+    tuple
+        ``loss`` (S,), ``dW`` (S, r, c), ``db`` (S, c).
+    """
+    h = torch.bmm(x, W.transpose(1, 2))  # (S, m, r)
+    z = torch.bmm(h, W) + b[:, None, :]  # (S, m, c)
+    err = torch.relu(z) - x
+    dz = 2.0 / x.shape[1] * err * (z > 0)  # dL/dz
+    dW = torch.bmm(h.transpose(1, 2), dz) + torch.bmm(
+        torch.bmm(dz, W.transpose(1, 2)).transpose(1, 2), x)
+    return (err**2).sum(-1).mean(-1), dW, dz.sum(1)
+
+
+def loss_grad(W: Tensor, b: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The gradients of :func:`loss_and_grad`.
+
+    Parameters
+    ----------
+    W, b, x : torch.Tensor
+        ``W`` (S, r, c), ``b`` (S, c), ``x`` (S, m, c).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(dW (S, r, c), db (S, c))``.
+    """
+    return loss_and_grad(W, b, x)[1:]
+
+
+class TMSStack(nn.Module):
+    """S TMS parameters stacked: ``W`` (S, r, c), ``b`` (S, c); ``forward(x)`` as
+    :func:`devbook.tms.model.forward` (``x`` (N, c) or (S, N, c) → (S, N, c)).
+
+    The parameters do not require gradients: training updates them in place with
+    hand-derived gradients (:func:`loss_and_grad`).
+    """
+
+    def __init__(self, W: Tensor, b: Tensor) -> None:
+        super().__init__()
+        if W.dim() != 3 or b.shape != (W.shape[0], W.shape[2]):
+            raise ValueError(f"need W (S, r, c) and b (S, c); got {tuple(W.shape)}, "
+                             f"{tuple(b.shape)}")
+        self.W = nn.Parameter(W.detach().clone(), requires_grad=False)
+        self.b = nn.Parameter(b.detach().clone(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return forward(self.W, self.b, x)
+
+
+class MomentOptimiser:
+    """SGD with momentum (torch's convention) or Adam (β = (0.9, 0.999), ε = 1e-8), updating
+    ``W`` and ``b`` in place; ``state_dict`` holds the step count and both moments."""
+
+    def __init__(self, params: Sequence[Tensor], optimiser: str, lr: float,
+                 momentum: float) -> None:
+        self.params, self.kind, self.lr, self.momentum, self.t = list(params), optimiser, lr, \
+            momentum, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, *grads: Tensor) -> None:
+        """One update with ``grads`` (one per parameter)."""
+        self.t += 1
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            if self.kind == "sgd":
+                m.mul_(self.momentum).add_(g) if self.t > 1 else m.copy_(g)
+                p.sub_(self.lr * m)
+            else:
+                m.mul_(0.9).add_(g, alpha=0.1)
+                v.mul_(0.999).addcmul_(g, g, value=0.001)
+                mhat, vhat = m / (1 - 0.9**self.t), v / (1 - 0.999**self.t)
+                p.sub_(self.lr * mhat / (vhat.sqrt() + 1e-8))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.t = int(state["t"])
+        for mine, saved in zip(self.m + self.v, list(state["m"]) + list(state["v"])):
+            mine.copy_(saved)
+
+
+class TMSTrainer:
+    """The :class:`devbook.training.Trainer` of a TMS run (all seeds at once).
+
+    Update ``step + 1`` uses row ``step % INDEX_CHUNK`` of the current index chunk, a fresh
+    chunk (``INDEX_CHUNK`` minibatches of every seed) being drawn every ``INDEX_CHUNK`` steps.
+    ``state_dict`` holds the optimiser's moments and step count, and the generators' states
+    *before* the current chunk was drawn; ``load_state_dict`` redraws that chunk from them,
+    which restores both the chunk and the generators exactly.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        seeds = run_seeds(config)
+        W, b, data = init_params(config, seeds)
+        self.model = TMSStack(W, b)
+        self.data: Tensor = data
+        self.batch_size = config["batch_size"]
+        self.optimiser = MomentOptimiser([self.model.W, self.model.b], config["optimiser"],
+                                         config["lr"], config["momentum"])
+        self.generators = [torch.Generator().manual_seed(BATCH_SEED_OFFSET + s) for s in seeds]
+        self._rows = torch.arange(len(seeds))[:, None]
+        self._chunk_start: list[Tensor] | None = None
+        self._idx: Tensor | None = None
+
+    def _draw_chunk(self) -> None:
+        self._chunk_start = [g.get_state() for g in self.generators]
+        n = self.data.shape[1]
+        self._idx = torch.stack([torch.randint(0, n, (INDEX_CHUNK, self.batch_size), generator=g)
+                                 for g in self.generators])  # (S, chunk, m)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        if step % INDEX_CHUNK == 0:
+            self._draw_chunk()
+        elif self._idx is None:
+            raise StoreError(f"step {step} is inside an index chunk that was never drawn")
+        batch = self.data[self._rows, self._idx[:, step % INDEX_CHUNK]]  # (S, m, c)
+        loss, dW, db = loss_and_grad(self.model.W, self.model.b, batch)
+        self.optimiser.step(dW, db)
+        return {"loss": float(loss.mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        drawn = self._chunk_start is not None
+        states = self._chunk_start if drawn else [g.get_state() for g in self.generators]
+        return {"optimiser": self.optimiser.state_dict(), "chunk_drawn": drawn,
+                "generators": [s.clone() for s in states]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.optimiser.load_state_dict(state["optimiser"])
+        if len(state["generators"]) != len(self.generators):
+            raise StoreError(f"saved state has {len(state['generators'])} generators, the run "
+                             f"{len(self.generators)}")
+        for g, s in zip(self.generators, state["generators"]):
+            g.set_state(s)
+        self._chunk_start, self._idx = None, None
+        if state["chunk_drawn"]:
+            self._draw_chunk()
 
 
 @dataclass
 class TrainResult:
-    """Checkpoints of S runs: ``steps`` (T,), ``W`` (T, S, r, c), ``b`` (T, S, c), ``loss``
-    (T, S) empirical loss on each run's training set, ``pop_loss`` (T, S) exact potential,
-    ``data`` (S, n, c) the training sets."""
+    """Checkpoints of the S seeds of a run: ``steps`` (T,), ``W`` (T, S, r, c), ``b`` (T, S, c),
+    ``loss`` (T, S) empirical loss on each seed's training set, ``pop_loss`` (T, S) exact
+    potential, ``data`` (S, n, c) the training sets, ``seeds`` the S seeds."""
 
-    config: TrainConfig
+    config: dict[str, Any]
     seeds: list[int]
     steps: np.ndarray
     W: Tensor
@@ -64,145 +242,51 @@ class TrainResult:
     data: Tensor
 
 
-def loss_grad(W: Tensor, b: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of each run's mean loss ||x − f(x)||² (hand-derived; autograd is the test).
+def checkpoint_losses(W: Tensor, b: Tensor, data: Tensor) -> dict[str, np.ndarray]:
+    """Empirical loss on each seed's training set and exact potential at every checkpoint.
 
-    ``W`` (S, r, c), ``b`` (S, c), ``x`` (S, m, c) → (dW (S, r, c), db (S, c)).
+    Parameters
+    ----------
+    W, b : Tensor
+        ``W`` (T, S, r, c), ``b`` (T, S, c).
+    data : Tensor
+        The training sets (S, n, c).
+
+    Returns
+    -------
+    dict
+        ``{"loss": (T, S), "pop_loss": (T, S)}`` float32 arrays (the potential is computed in
+        float64).
     """
-    h = torch.bmm(x, W.transpose(1, 2))  # (S, m, r)
-    z = torch.bmm(h, W) + b[:, None, :]  # (S, m, c)
-    dz = 2.0 / x.shape[1] * (torch.relu(z) - x) * (z > 0)  # dL/dz
-    dW = torch.bmm(h.transpose(1, 2), dz) + torch.bmm(torch.bmm(dz, W.transpose(1, 2)).transpose(1, 2), x)
-    return dW, dz.sum(1)
-
-
-class _Optimiser:
-    """SGD with momentum (torch's convention) or Adam, updating ``W`` and ``b`` in place."""
-
-    def __init__(self, config: TrainConfig, W: Tensor, b: Tensor) -> None:
-        self.cfg, self.params, self.t = config, (W, b), 0
-        self.m = [torch.zeros_like(W), torch.zeros_like(b)]
-        self.v = [torch.zeros_like(W), torch.zeros_like(b)]
-
-    def step(self, *grads: Tensor) -> None:
-        cfg = self.cfg
-        self.t += 1
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            if cfg.optimiser == "sgd":
-                m.mul_(cfg.momentum).add_(g) if self.t > 1 else m.copy_(g)
-                p.sub_(cfg.lr * m)
-            else:  # Adam, betas (0.9, 0.999), eps 1e-8
-                m.mul_(0.9).add_(g, alpha=0.1)
-                v.mul_(0.999).addcmul_(g, g, value=0.001)
-                mhat, vhat = m / (1 - 0.9**self.t), v / (1 - 0.999**self.t)
-                p.sub_(cfg.lr * mhat / (vhat.sqrt() + 1e-8))
-
-
-def checkpoint_steps(steps: int, num: int) -> np.ndarray:
-    """Step 0 and ``num`` log-spaced steps in [1, steps] (distinct integers, sorted)."""
-    log = np.unique(np.round(np.logspace(0, np.log10(steps), num)).astype(int))
-    return np.concatenate([[0], log])
-
-
-def init_params(config: TrainConfig, seeds: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-seed initialisation and training set: ``W`` (S, r, c), ``b`` (S, c), data (S, n, c)."""
-    Ws, bs, xs = [], [], []
-    for seed in seeds:
-        g = torch.Generator().manual_seed(int(seed))
-        Ws.append(torch.randn(config.r, config.c, generator=g) * config.init_scale)
-        bs.append(torch.randn(config.c, generator=g) * config.bias_init_scale)
-        xs.append(sample_sparse(config.n, config.c, generator=g))
-    return torch.stack(Ws), torch.stack(bs), torch.stack(xs)
-
-
-def train_seeds(config: TrainConfig, seeds: list[int], *, progress: bool = True) -> TrainResult:
-    """Train one run per seed, all at once; return their checkpoints (see :class:`TrainResult`)."""
-    if len(seeds) == 0:
-        raise ValueError("seeds must not be empty")
-    W, b, data = init_params(config, seeds)
-    S = len(seeds)
-    opt = _Optimiser(config, W, b)
-    # one batch-order generator per run, so that run s does not depend on the other seeds
-    gens = [torch.Generator().manual_seed(10_000_019 + int(s)) for s in seeds]
-    ckpts = checkpoint_steps(config.steps, config.num_checkpoints)
-    keep = set(int(t) for t in ckpts)
-    rows = torch.arange(S)[:, None]
-    out_W, out_b = [W.clone()], [b.clone()]
-    chunk = 500
-    for step in tqdm(range(1, config.steps + 1), disable=not progress, desc="TMS SGD", mininterval=5):
-        if (step - 1) % chunk == 0:  # draw the next `chunk` minibatches of every run at once
-            idx_chunk = torch.stack(
-                [torch.randint(0, config.n, (chunk, config.batch_size), generator=g) for g in gens]
-            )  # (S, chunk, m)
-        batch = data[rows, idx_chunk[:, (step - 1) % chunk]]  # (S, m, c)
-        opt.step(*loss_grad(W, b, batch))
-        if step in keep:
-            out_W.append(W.clone())
-            out_b.append(b.clone())
-    Wt, bt = torch.stack(out_W), torch.stack(out_b)
     with torch.no_grad():
-        loss = torch.stack([empirical_loss(Wt[i], bt[i], data) for i in range(len(ckpts))])
-        pop = torch.stack([population_loss(Wt[i].double(), bt[i].double()).float() for i in range(len(ckpts))])
-    return TrainResult(config, list(seeds), ckpts, Wt, bt, loss, pop, data)
+        loss = torch.stack([empirical_loss(W[i], b[i], data) for i in range(len(W))])
+        pop = torch.stack([population_loss(W[i].double(), b[i].double()).float()
+                           for i in range(len(W))])
+    return {"loss": loss.numpy(), "pop_loss": pop.numpy()}
 
 
-@dataclass(frozen=True)
-class Plateau:
-    """A run's plateau: checkpoint indices ``[start, end]`` (inclusive), its mean loss and the
-    k-gon label at its last checkpoint."""
+def load_result(run: Run) -> TrainResult:
+    """A trained run's checkpoints as a :class:`TrainResult` (losses cached in the run).
 
-    run: int
-    start: int
-    end: int
-    loss: float
-    label: str
+    Parameters
+    ----------
+    run : devbook.store.Run
+        A complete TMS run (:meth:`devbook.tms.setting.TMSSetting.train`).
 
-
-def find_plateaus(
-    steps: np.ndarray,
-    loss: np.ndarray,
-    *,
-    slope_tol: float = 0.15,
-    min_decades: float = 0.2,
-    smooth_decades: float = 0.05,
-) -> list[tuple[int, int]]:
-    """Plateaus of one loss curve recorded at (log-spaced) checkpoints.
-
-    ln(loss) is resampled on a grid uniform in log10(step) (0.01 decades; step 0 left out),
-    smoothed by a Gaussian of ``smooth_decades`` to remove minibatch noise, and differentiated;
-    a plateau is a maximal stretch where |d ln(loss) / d log10(step)| < ``slope_tol`` lasting at
-    least ``min_decades`` decades. Returns inclusive index pairs ``(start, end)`` into ``steps``
-    (the checkpoints inside each stretch), in time order.
+    Returns
+    -------
+    TrainResult
+        Every saved checkpoint, in step order.
     """
-    from scipy.ndimage import gaussian_filter1d
-
-    if steps.shape != loss.shape:
-        raise ValueError(f"steps {steps.shape} and loss {loss.shape} must have the same shape")
-    pos = steps > 0
-    t = np.log10(steps[pos].astype(float))
-    y = np.log(np.maximum(loss[pos], 1e-12))
-    grid = np.arange(t[0], t[-1] + 1e-9, 0.01)
-    if len(grid) < 3:
-        return []
-    ys = gaussian_filter1d(np.interp(grid, t, y), smooth_decades / 0.01, mode="nearest")
-    flat = np.abs(np.gradient(ys, grid)) < slope_tol
-    out: list[tuple[int, int]] = []
-    idx = np.flatnonzero(pos)
-    i = 0
-    while i < len(flat):
-        if not flat[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < len(flat) and flat[j + 1]:
-            j += 1
-        inside = np.flatnonzero((t >= grid[i] - 1e-9) & (t <= grid[j] + 1e-9))
-        if grid[j] - grid[i] >= min_decades and len(inside) > 0:
-            out.append((int(idx[inside[0]]), int(idx[inside[-1]])))
-        i = j + 1
-    return out
-
-
-def config_dict(config: TrainConfig) -> dict[str, object]:
-    """The config as a plain dict (for caching keys and display)."""
-    return asdict(config)
+    if not run.complete:
+        raise StoreError(f"run {run.path} is not trained yet; use SETTING.train(config)")
+    config = run.config
+    steps = np.array(run.checkpoint_steps(), dtype=np.int64)
+    weights = [run.load_weights(int(s)) for s in steps]
+    W = torch.stack([w["W"] for w in weights])
+    b = torch.stack([w["b"] for w in weights])
+    seeds = run_seeds(config)
+    data = init_params(config, seeds)[2]
+    losses = run.cached("tms-losses", {"version": 1}, lambda: checkpoint_losses(W, b, data))
+    return TrainResult(config, seeds, steps, W, b, torch.from_numpy(losses["loss"]),
+                       torch.from_numpy(losses["pop_loss"]), data)
