@@ -39,14 +39,14 @@ def proxies(n: int, dim: int, seed: int) -> tuple[np.ndarray, int]:
     walk = np.zeros(dim, dtype=np.float32)
     rows = 64
     for i in range(0, n, rows):
-        block = x[i:i + rows]
+        block = x[i : i + rows]
         rng.standard_normal(out=block, dtype=np.float32)
         steps = block.copy()
         steps *= 5e-6
         steps = np.cumsum(steps, axis=0) + walk
         walk = steps[-1].copy()
         block *= 1e-3
-        block += steps + curve[i:i + rows] @ frame
+        block += steps + curve[i : i + rows] @ frame
     return x, n // 2
 
 
@@ -62,27 +62,38 @@ def main() -> None:
     start = time.perf_counter()
     x, planted = proxies(args.checkpoints, args.dim, args.seed)
     made = time.perf_counter() - start
-    print(f"proxies {x.shape} {x.dtype} ({x.nbytes / 2**30:.2f} GiB) built in {made:.1f} s; "
-          f"peak memory so far {peak_gib():.2f} GiB")
+    print(
+        f"proxies {x.shape} {x.dtype} ({x.nbytes / 2**30:.2f} GiB) built in {made:.1f} s; "
+        f"peak memory so far {peak_gib():.2f} GiB"
+    )
     sigma = sigma_schedule(args.checkpoints, 1.0, 60.0, flat=0.2)
     steps = np.arange(args.checkpoints) * 100.0
     start, cpu = time.perf_counter(), time.process_time()
     res = find_forms(x, steps, sigma=sigma, n_surrogates=args.surrogates, seed=args.seed)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(f"find_forms (PCA, smoothing, {len(res.planes)} planes, lift, potentials, "
-          f"{len(res.null)} surrogates): {wall:.1f} s wall, {cpu:.1f} s CPU "
-          f"(the machine may be shared: CPU time is what the pipeline itself cost)")
+    print(
+        f"find_forms (PCA, smoothing, {len(res.planes)} planes, lift, potentials, "
+        f"{len(res.null)} surrogates): {wall:.1f} s wall, {cpu:.1f} s CPU "
+        f"(the machine may be shared: CPU time is what the pipeline itself cost)"
+    )
     print(f"peak memory of the process: {peak_gib():.2f} GiB")
     table = res.table
-    print(f"{len(table)} candidate forms, {int((table.p_value <= 0.05).sum())} with p <= 0.05; "
-          "the five with the smallest residual:")
-    print(table.nsmallest(5, "residual")[["step", "start", "end", "residual", "p_walk", "p_phase",
-                                          "features"]].round(4).to_string())
+    print(
+        f"{len(table)} candidate forms, {int((table.p_value <= 0.05).sum())} with p <= 0.05; "
+        "the five with the smallest residual:"
+    )
+    print(
+        table.nsmallest(5, "residual")[["step", "start", "end", "residual", "p_walk", "p_phase", "features"]]
+        .round(4)
+        .to_string()
+    )
     tol = 2 * sigma[planted] + 1
     hit = table[(table["index"] - planted).abs() <= tol]
     hit = hit[hit.features == "C C C"]
-    print(f"planted form at checkpoint {planted} (±{tol:.0f}): "
-          + ("found, p = " + ", ".join(f"{p:.3f}" for p in hit.p_value) if len(hit) else "not found"))
+    print(
+        f"planted form at checkpoint {planted} (±{tol:.0f}): "
+        + ("found, p = " + ", ".join(f"{p:.3f}" for p in hit.p_value) if len(hit) else "not found")
+    )
 
 
 if __name__ == "__main__":

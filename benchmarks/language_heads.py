@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from devbook.language import metrics as lm
 from devbook.language import SETTING
+from devbook.language import metrics as lm
 from devbook.language.data import language_data
 from devbook.language.model import loss_fn, make_model
 from devbook.rng import generator
@@ -34,9 +34,11 @@ def head_scores(model: torch.nn.Module, md: lm.MetricData) -> dict[str, float]:
     """Best previous-token and prefix-matching head and the ICL score, from ``lm.evaluate``."""
     out = lm.evaluate(model, md)
     model.train()
-    return {"prev": round(float(out["prev_token"].max()), 3),
-            "prefix": round(float(out["prefix_matching"].max()), 3),
-            "icl": round(float(out["icl_score"]), 3)}
+    return {
+        "prev": round(float(out["prev_token"].max()), 3),
+        "prefix": round(float(out["prefix_matching"].max()), 3),
+        "icl": round(float(out["icl_score"]), 3),
+    }
 
 
 def main() -> None:
@@ -49,8 +51,9 @@ def main() -> None:
     data = language_data(cfg)
     md = lm.metric_data(data, cfg["n_ctx"], cfg["d_vocab"], 32, 200, seed=0)
     model = make_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999),
-                            weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"]
+    )
     batches = generator(cfg["seed"], "batches")
     start, step, running = time.perf_counter(), 0, float("nan")
     while time.perf_counter() - start < args.minutes * 60:
@@ -61,10 +64,18 @@ def main() -> None:
         step += 1
         running = loss.item() if step == 1 else 0.98 * running + 0.02 * loss.item()
         if step % args.every == 0:
-            print(json.dumps({"step": step, "tokens": step * cfg["batch_size"] * cfg["n_ctx"],
-                              "seconds": round(time.perf_counter() - start),
-                              "loss": round(running, 3), **head_scores(model, md)}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "step": step,
+                        "tokens": step * cfg["batch_size"] * cfg["n_ctx"],
+                        "seconds": round(time.perf_counter() - start),
+                        "loss": round(running, 3),
+                        **head_scores(model, md),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -58,11 +58,13 @@ def sgld_speed(preset: str, chains: int, draws: int) -> dict[str, float]:
     if not vec.vectorized:
         raise RuntimeError("the vectorised path fell back to sequential; nothing to compare")
     if not np.allclose(vec.per_chain, seq.per_chain, rtol=1e-3, atol=1e-3):
-        raise RuntimeError(f"vectorised and sequential estimates differ: {vec.per_chain} vs "
-                           f"{seq.per_chain}")
+        raise RuntimeError(f"vectorised and sequential estimates differ: {vec.per_chain} vs {seq.per_chain}")
     total = chains * sgld.num_steps
-    return {"vectorised": total / vec.seconds, "sequential": total / seq.seconds,
-            "batch_size": sgld.batch_size}
+    return {
+        "vectorised": total / vec.seconds,
+        "sequential": total / seq.seconds,
+        "batch_size": sgld.batch_size,
+    }
 
 
 def main() -> None:
@@ -76,20 +78,29 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"regression benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
+    print(
+        f"regression benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
+    )
     steps_per_s, n_params = train_speed(args.train_steps, args.warmup)
-    print(f"training ({n_params:,} parameters, batch 256): {steps_per_s:.1f} steps/s "
-          f"({1000 / steps_per_s:.1f} ms/step; 500k steps ≈ {500_000 / steps_per_s / 3600:.1f} h)")
+    print(
+        f"training ({n_params:,} parameters, batch 256): {steps_per_s:.1f} steps/s "
+        f"({1000 / steps_per_s:.1f} ms/step; 500k steps ≈ {500_000 / steps_per_s / 3600:.1f} h)"
+    )
     s = sgld_speed(args.preset, args.chains, args.draws)
-    print(f"LLC SGLD ({args.preset} settings, batch {s['batch_size']}, {args.chains} chains × "
-          f"{args.draws} draws):")
+    print(
+        f"LLC SGLD ({args.preset} settings, batch {s['batch_size']}, {args.chains} chains × "
+        f"{args.draws} draws):"
+    )
     print(f"  {'path':<32}{'chain-steps/s':>14}{'ratio':>8}")
     print(f"  {'one chain at a time':<32}{s['sequential']:>14.1f}{1.0:>8.2f}")
-    print(f"  {'chains vectorised (vmap)':<32}{s['vectorised']:>14.1f}"
-          f"{s['vectorised'] / s['sequential']:>8.2f}")
-    print(f"  SGLD step vs training step: {s['vectorised'] / steps_per_s:.2f} chain-steps per "
-          "training step time")
+    print(
+        f"  {'chains vectorised (vmap)':<32}{s['vectorised']:>14.1f}{s['vectorised'] / s['sequential']:>8.2f}"
+    )
+    print(
+        f"  SGLD step vs training step: {s['vectorised'] / steps_per_s:.2f} chain-steps per "
+        "training step time"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute one chapter through papermill")
     run.add_argument("chapter", help="path of the chapter, e.g. book/theory/llc.md")
     run.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default cpu)")
-    run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a parameter of the chapter (repeatable)")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter of the chapter (repeatable)",
+    )
     run.add_argument("-o", "--output", default=None, help="executed notebook path")
     build = sub.add_parser("build", help="execute every chapter of _toc.yml and render the HTML book")
     build.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default cpu)")
@@ -34,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                 overrides[name] = parse_value(value)
             start = time.perf_counter()
             out = execute(args.chapter, args.preset, overrides, args.output)
-            print(f"executed {args.chapter} at preset {args.preset} in {time.perf_counter() - start:.0f} s -> {out}")
+            print(
+                f"executed {args.chapter} at preset {args.preset} in {time.perf_counter() - start:.0f} s -> {out}"
+            )
         else:
             from devbook.book import build as build_book
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from devbook.llc import LLCDivergenceError, estimate_llc
-from devbook.setting import SGLDPreset, Setting
+from devbook.setting import Setting, SGLDPreset
 from devbook.store import Run
 
 
@@ -28,19 +28,25 @@ def calibration_traces(setting: Setting, run: Run, sgld: SGLDPreset, step: int) 
     computed once and cached in ``run`` (key: the step and ``sgld``). Divergences are the point
     of a calibration, so they are counted, not warned about.
     """
+
     def compute() -> dict[str, np.ndarray]:
         model = setting.load_model(run, step)
         data = setting.sgld_data(run.config, sgld)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                res = estimate_llc(model, setting.loss_fn, data, sgld.sgld_config(),
-                                   seed=sgld.seed)
-                return {"trace": res.llc_trace_per_chain, "mean": np.array(res.mean),
-                        "diverged": np.array(res.diagnosis.count("diverged"))}
+                res = estimate_llc(model, setting.loss_fn, data, sgld.sgld_config(), seed=sgld.seed)
+                return {
+                    "trace": res.llc_trace_per_chain,
+                    "mean": np.array(res.mean),
+                    "diverged": np.array(res.diagnosis.count("diverged")),
+                }
             except LLCDivergenceError:  # every chain diverged
-                return {"trace": np.full((sgld.num_chains, sgld.num_draws), np.nan),
-                        "mean": np.array(np.nan), "diverged": np.array(sgld.num_chains)}
+                return {
+                    "trace": np.full((sgld.num_chains, sgld.num_draws), np.nan),
+                    "mean": np.array(np.nan),
+                    "diverged": np.array(sgld.num_chains),
+                }
 
     return run.cached("llc-calibration", {"step": int(step), **sgld.to_dict()}, compute)
 
@@ -55,19 +61,42 @@ def trace_rise(trace: np.ndarray) -> float:
     return float((mean_trace[-1] - half) / abs(mean_trace[-1]))
 
 
-def calibration_grid(setting: Setting, run: Run, sgld: SGLDPreset, steps: Iterable[int],
-                     pairs: Iterable[tuple[float, float | None]]) -> dict[tuple, dict[str, Any]]:
+def calibration_grid(
+    setting: Setting,
+    run: Run,
+    sgld: SGLDPreset,
+    steps: Iterable[int],
+    pairs: Iterable[tuple[float, float | None]],
+) -> dict[tuple, dict[str, Any]]:
     """:func:`calibration_traces` for every checkpoint and (ε, nβ) pair (nβ None = m / log m)."""
-    return {(int(s), e, nb): calibration_traces(setting, run, replace(sgld, epsilon=e, nbeta=nb), s)
-            for s in steps for e, nb in pairs}
+    return {
+        (int(s), e, nb): calibration_traces(setting, run, replace(sgld, epsilon=e, nbeta=nb), s)
+        for s in steps
+        for e, nb in pairs
+    }
 
 
 def trace_table(cells: dict[tuple, dict[str, Any]], batch_size: int) -> pd.DataFrame:
     """One row per cell: step, ε, nβ (resolved), λ̂, diverged chains, rise over the 2nd half."""
     rows = []
     for (step, eps, nbeta), c in cells.items():
-        nb = SGLDPreset(epsilon=eps, gamma=0.0, num_chains=1, num_draws=1, batch_size=batch_size,
-                        num_samples=batch_size, nbeta=nbeta).resolved_nbeta
-        rows.append({"step": step, "epsilon": eps, "nbeta": nb, "llc": float(c["mean"]),
-                     "diverged": int(c["diverged"]), "rise over 2nd half": trace_rise(c["trace"])})
+        nb = SGLDPreset(
+            epsilon=eps,
+            gamma=0.0,
+            num_chains=1,
+            num_draws=1,
+            batch_size=batch_size,
+            num_samples=batch_size,
+            nbeta=nbeta,
+        ).resolved_nbeta
+        rows.append(
+            {
+                "step": step,
+                "epsilon": eps,
+                "nbeta": nb,
+                "llc": float(c["mean"]),
+                "diverged": int(c["diverged"]),
+                "rise over 2nd half": trace_rise(c["trace"]),
+            }
+        )
     return pd.DataFrame(rows)

@@ -21,7 +21,6 @@ TREND_FLOOR = 0.1
 RHAT_MAX = 1.2
 
 
-
 def _sem(x: np.ndarray) -> float:
     """Standard error of the mean of an autocorrelated series, by (up to) 4 batch means."""
     k = min(4, len(x))
@@ -38,7 +37,7 @@ def split_rhat(x: np.ndarray) -> float:
     h = T // 2
     if h < 4:
         return float("nan")
-    halves = np.concatenate([x[:, :h], x[:, T - h:]])  # (2C, h)
+    halves = np.concatenate([x[:, :h], x[:, T - h :]])  # (2C, h)
     within = halves.var(axis=1, ddof=1).mean()
     between = h * halves.mean(axis=1).var(ddof=1)
     if not within > 0:
@@ -74,13 +73,14 @@ def diagnose(x: np.ndarray, diverged: np.ndarray) -> tuple[list[str], float]:
     unmixed = rhat > RHAT_MAX
     h = T // 2
     for c in kept:
-        head, q4 = x[c, :T - q], x[c, -q:]
+        head, q4 = x[c, : T - q], x[c, -q:]
         final, before, first_half = x[c].mean(), head.mean(), x[c, :h].mean()
         scale = TREND_RTOL * max(abs(final), TREND_FLOOR)
         if q4.mean() + Z_SCORE * _sem(q4) < 0:
             out[c] = "escaped"
-        elif (abs(final - before) > scale
-              and abs(q4.mean() - before) > Z_SCORE * math.hypot(_sem(head), _sem(q4))):
+        elif abs(final - before) > scale and abs(q4.mean() - before) > Z_SCORE * math.hypot(
+            _sem(head), _sem(q4)
+        ):
             out[c] = "not_converged"
         elif unmixed and abs(final - first_half) > scale:
             out[c] = "not_converged"

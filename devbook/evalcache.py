@@ -30,8 +30,9 @@ class EvalCache:
 
     root: Path
 
-    def cached(self, name: str, eval_config: Mapping[str, Any], compute: Callable[[], Any],
-               refresh: bool = False) -> Any:
+    def cached(
+        self, name: str, eval_config: Mapping[str, Any], compute: Callable[[], Any], refresh: bool = False
+    ) -> Any:
         """``compute()``'s result for evaluator ``name`` with ``eval_config``, computed once.
 
         Parameters
@@ -71,12 +72,16 @@ def _save_result(folder: Path, name: str, eval_config: Mapping[str, Any], result
         for k, a in arrays.items():
             if a.dtype == object:
                 arrays[k] = a.astype(str)
-        meta.update(kind="dataframe", columns=[str(c) for c in result.columns],
-                    index_name=result.index.name)
-    elif isinstance(result, Mapping) and result and all(
-            isinstance(v, (np.ndarray, torch.Tensor)) for v in result.values()):
-        arrays = {str(k): (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)
-                  for k, v in result.items()}
+        meta.update(kind="dataframe", columns=[str(c) for c in result.columns], index_name=result.index.name)
+    elif (
+        isinstance(result, Mapping)
+        and result
+        and all(isinstance(v, (np.ndarray, torch.Tensor)) for v in result.values())
+    ):
+        arrays = {
+            str(k): (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)
+            for k, v in result.items()
+        }
         meta.update(kind="arrays")
     else:
         arrays = None
@@ -88,16 +93,18 @@ def _save_result(folder: Path, name: str, eval_config: Mapping[str, Any], result
     try:
         write_json(folder / "meta.json", meta)
     except TypeError as e:
-        raise TypeError(f"result of evaluator {name!r} must be a DataFrame, a dict of arrays, "
-                        f"or JSON-serialisable: {e}") from e
+        raise TypeError(
+            f"result of evaluator {name!r} must be a DataFrame, a dict of arrays, or JSON-serialisable: {e}"
+        ) from e
 
 
 def _load_result(folder: Path, name: str, eval_config: Mapping[str, Any]) -> Any:
     meta = read_json(folder / "meta.json")
-    if meta.get("name") != name or meta.get("eval_config") != json.loads(
-            canonical_json(eval_config)):
-        raise StoreError(f"{folder / 'meta.json'}: cached result for a different evaluator "
-                         f"({meta.get('name')!r}, {meta.get('eval_config')!r})")
+    if meta.get("name") != name or meta.get("eval_config") != json.loads(canonical_json(eval_config)):
+        raise StoreError(
+            f"{folder / 'meta.json'}: cached result for a different evaluator "
+            f"({meta.get('name')!r}, {meta.get('eval_config')!r})"
+        )
     if meta["kind"] == "json":
         return meta["value"]
     try:
@@ -107,8 +114,8 @@ def _load_result(folder: Path, name: str, eval_config: Mapping[str, Any]) -> Any
         raise StoreError(f"{folder / 'data.npz'}: unreadable ({e})") from e
     if meta["kind"] == "arrays":
         return arrays
-    df = pd.DataFrame({c: arrays[f"c{i}"] for i, c in enumerate(meta["columns"])},
-                      index=pd.Index(arrays["index"], name=meta["index_name"]))
+    df = pd.DataFrame(
+        {c: arrays[f"c{i}"] for i, c in enumerate(meta["columns"])},
+        index=pd.Index(arrays["index"], name=meta["index_name"]),
+    )
     return df
-
-

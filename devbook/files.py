@@ -39,8 +39,10 @@ def _check_json(value: Any, where: str) -> None:
         if not np.isfinite(value):
             raise ValueError(f"config value at {where} is {value}; only finite floats hash")
     elif not (value is None or isinstance(value, (str, int, bool))):
-        raise TypeError(f"config value at {where} has type {type(value).__name__}; "
-                        "valid: dict, list, str, int, float, bool, None")
+        raise TypeError(
+            f"config value at {where} has type {type(value).__name__}; "
+            "valid: dict, list, str, int, float, bool, None"
+        )
 
 
 def canonical_json(config: Mapping[str, Any]) -> str:
@@ -88,7 +90,7 @@ def safetensors_metadata(data: bytes, path: Path) -> dict[str, str]:
     if n > len(data) - 8:
         raise CheckpointError(f"{path}: truncated or garbage (header length {n} > file size)")
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: garbage safetensors header ({e})") from e
     if not isinstance(header, dict):
@@ -121,8 +123,10 @@ def flatten_state(obj: Any, prefix: str = "s") -> tuple[Any, dict[str, torch.Ten
             return [go(v, f"{path}.{i}") for i, v in enumerate(x)]
         if x is None or isinstance(x, (bool, int, float, str)):
             return x
-        raise TypeError(f"state entry {path} has type {type(x).__name__}, which cannot be "
-                        "saved without pickle; use tensors, dicts, lists, tuples or scalars")
+        raise TypeError(
+            f"state entry {path} has type {type(x).__name__}, which cannot be "
+            "saved without pickle; use tensors, dicts, lists, tuples or scalars"
+        )
 
     return go(obj, prefix), tensors
 
@@ -135,11 +139,11 @@ def unflatten_state(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
         if "__tuple__" in skeleton:
             return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
         if "__dict__" in skeleton:
-            return {(tuple(k) if isinstance(k, list) else k): unflatten_state(v, tensors)
-                    for k, v in skeleton["__dict__"]}
+            return {
+                (tuple(k) if isinstance(k, list) else k): unflatten_state(v, tensors)
+                for k, v in skeleton["__dict__"]
+            }
         return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
     if isinstance(skeleton, list):
         return [unflatten_state(v, tensors) for v in skeleton]
     return skeleton
-
-

@@ -22,21 +22,42 @@ import math
 import numbers
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from devbook.diagnostics import (DIAGNOSES, RHAT_MAX, TREND_FLOOR, TREND_RTOL, Z_SCORE, diagnose,
-                                 split_rhat)
+from devbook.diagnostics import DIAGNOSES, RHAT_MAX, TREND_FLOOR, TREND_RTOL, Z_SCORE, diagnose, split_rhat
 from devbook.progress import progress as tqdm
+
+__all__ = [
+    "DIAGNOSES",
+    "RHAT_MAX",
+    "TREND_FLOOR",
+    "TREND_RTOL",
+    "Z_SCORE",
+    "LLCConvergenceWarning",
+    "LLCDivergenceError",
+    "LLCDivergenceWarning",
+    "LLCResult",
+    "SGLDConfig",
+    "default_nbeta",
+    "divergent_chains",
+    "estimate_llc",
+    "run_chains_sequential",
+    "run_chains_vectorized",
+    "sgld_step",
+    "split_rhat",
+]
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
 
 class LLCDivergenceWarning(UserWarning):
     """Some SGLD chains diverged and were left out of the estimate."""
@@ -60,7 +81,9 @@ def default_nbeta(batch_size: int) -> float:
 def _check(name: str, value: Any, *, integer: bool, low: float, strict: bool) -> None:
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-        raise ValueError(f"SGLDConfig.{name} must be a finite {'int' if integer else 'number'}, got {value!r}")
+        raise ValueError(
+            f"SGLDConfig.{name} must be a finite {'int' if integer else 'number'}, got {value!r}"
+        )
     if value < low or (strict and value == low):
         raise ValueError(f"SGLDConfig.{name} must be {'>' if strict else '>='} {low}, got {value!r}")
 
@@ -146,9 +169,11 @@ class LLCResult:
     def summary(self) -> str:
         counts = {d: self.diagnosis.count(d) for d in DIAGNOSES if d in self.diagnosis}
         drift = "" if self.converged else f"; NOT CONVERGED, split-R̂ = {self.rhat:.3g}"
-        return (f"LLC {self.mean:.4g} ± {self.std:.2g} (std over {int(self.kept.sum())} chains; "
-                f"{counts}{drift}); L_n(w*) = {self.init_loss:.6g}, nβ = {self.nbeta:.4g}, "
-                f"{self.config.num_chains}×{self.config.num_steps} steps in {self.seconds:.2f} s")
+        return (
+            f"LLC {self.mean:.4g} ± {self.std:.2g} (std over {int(self.kept.sum())} chains; "
+            f"{counts}{drift}); L_n(w*) = {self.init_loss:.6g}, nβ = {self.nbeta:.4g}, "
+            f"{self.config.num_chains}×{self.config.num_steps} steps in {self.seconds:.2f} s"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable view (arrays as lists)."""
@@ -191,23 +216,30 @@ class _Schedule:
             if self.pos + self.m > self.n:
                 self.perm = torch.randperm(self.n, generator=self.batch_gen, device=self.like.device)
                 self.pos = 0
-            idx.append(self.perm[self.pos:self.pos + self.m])
+            idx.append(self.perm[self.pos : self.pos + self.m])
             self.pos += self.m
-        noise = torch.randn(self.rows, self.dim, generator=self.noise_gen, dtype=self.like.dtype,
-                            device=self.like.device)
+        noise = torch.randn(
+            self.rows, self.dim, generator=self.noise_gen, dtype=self.like.dtype, device=self.like.device
+        )
         return torch.stack(idx), noise
 
 
 def _validate_data(data: Any, batch_size: int) -> int:
     if not isinstance(data, tuple) or not data or not all(isinstance(t, torch.Tensor) for t in data):
-        raise ValueError("data must be a non-empty tuple of tensors sharing their first dimension, "
-                         f"got {type(data).__name__}")
+        raise ValueError(
+            "data must be a non-empty tuple of tensors sharing their first dimension, "
+            f"got {type(data).__name__}"
+        )
     sizes = {t.shape[0] if t.dim() else None for t in data}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"data tensors must share their first dimension, got shapes {[tuple(t.shape) for t in data]}")
+        raise ValueError(
+            f"data tensors must share their first dimension, got shapes {[tuple(t.shape) for t in data]}"
+        )
     n = sizes.pop()
     if batch_size > n:
-        raise ValueError(f"SGLDConfig.batch_size={batch_size} exceeds the {n} samples in data; use batch_size <= {n}")
+        raise ValueError(
+            f"SGLDConfig.batch_size={batch_size} exceeds the {n} samples in data; use batch_size <= {n}"
+        )
     return n
 
 
@@ -217,7 +249,7 @@ def _full_loss(loss_module: nn.Module, state: tuple[dict, dict], data: Batch, ba
     n = data[0].shape[0]
     total = 0.0
     for start in range(0, n, batch_size):
-        batch = tuple(t[start:start + batch_size] for t in data)
+        batch = tuple(t[start : start + batch_size] for t in data)
         loss = functional_call(loss_module, state, (batch,))
         total += float(loss) * batch[0].shape[0]
     return total / n
@@ -229,13 +261,23 @@ def _minibatch_noise(loss_module: nn.Module, state: tuple[dict, dict], data: Bat
     k = min(8, data[0].shape[0] // m)
     if k < 2:
         return 0.0
-    losses = [float(functional_call(loss_module, state, (tuple(t[i * m:(i + 1) * m] for t in data),)))
-              for i in range(k)]
+    losses = [
+        float(functional_call(loss_module, state, (tuple(t[i * m : (i + 1) * m] for t in data),)))
+        for i in range(k)
+    ]
     return float(np.std(losses, ddof=1))
 
 
-def sgld_step(w: torch.Tensor, grad: torch.Tensor, noise: torch.Tensor, w_star: torch.Tensor, *,
-              epsilon: float, nbeta: float, gamma: float) -> torch.Tensor:
+def sgld_step(
+    w: torch.Tensor,
+    grad: torch.Tensor,
+    noise: torch.Tensor,
+    w_star: torch.Tensor,
+    *,
+    epsilon: float,
+    nbeta: float,
+    gamma: float,
+) -> torch.Tensor:
     """One SGLD update of paper App. A.4, for one chain or a (chains × parameters) stack.
 
     ``w + (ε/2)·(−nβ·grad − γ·(w − w*)) + √ε·noise``: with ``noise = 0`` and γ = 0 this is a
@@ -275,15 +317,18 @@ class _Posterior:
         self.w_star = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
         self.dim = self.w_star.numel()
         self.fixed = {"model." + k: v.detach().clone() for k, v in model.named_buffers()}
-        self.fixed.update({"model." + k: p.detach().clone() for k, p in model.named_parameters()
-                           if not p.requires_grad})
+        self.fixed.update(
+            {"model." + k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad}
+        )
         self.module = _LossModule(model, loss_fn)
         self._batched_loss = vmap(self.loss_of)
 
     def state(self, w: torch.Tensor) -> tuple[dict, dict]:
         """``(params, buffers)`` for ``functional_call`` at the flat parameters ``w``."""
-        return ({k: v.reshape(s) for k, v, s in zip(self.names, torch.split(w, self.numels), self.shapes)},
-                self.fixed)
+        return (
+            {k: v.reshape(s) for k, v, s in zip(self.names, torch.split(w, self.numels), self.shapes)},
+            self.fixed,
+        )
 
     def loss_of(self, w: torch.Tensor, batch: Batch) -> torch.Tensor:
         return functional_call(self.module, self.state(w), (batch,))
@@ -306,14 +351,16 @@ class _Posterior:
 
 def _step_fn(post: _Posterior, cfg: SGLDConfig) -> Callable[..., torch.Tensor]:
     """:func:`sgld_step` with this estimate's ε, nβ, γ and w* bound (shared by both paths)."""
+
     def step(w: torch.Tensor, g: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return sgld_step(w, g, noise, post.w_star, epsilon=cfg.epsilon, nbeta=cfg.nbeta,
-                         gamma=cfg.gamma)
+        return sgld_step(w, g, noise, post.w_star, epsilon=cfg.epsilon, nbeta=cfg.nbeta, gamma=cfg.gamma)
+
     return step
 
 
-def run_chains_vectorized(post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *,
-                          progress: bool = False) -> torch.Tensor | None:
+def run_chains_vectorized(
+    post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *, progress: bool = False
+) -> torch.Tensor | None:
     """All chains in one ``vmap``: the recycled minibatch losses ``(C, steps)``.
 
     Returns ``None`` when ``vmap`` cannot run this model (the first step is the probe); a failure
@@ -339,16 +386,20 @@ def run_chains_vectorized(post: _Posterior, data: Batch, cfg: SGLDConfig, seed: 
             except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
                 if t > 0:
                     raise
-                warnings.warn(f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
-                              "running the chains sequentially", stacklevel=3)
+                warnings.warn(
+                    f"vmap over chains failed for this model ({type(err).__name__}: {err}); "
+                    "running the chains sequentially",
+                    stacklevel=3,
+                )
                 return None
             losses[:, t] = loss
             w = step(w, g, noise)
     return losses
 
 
-def run_chains_sequential(post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *,
-                          progress: bool = False) -> torch.Tensor:
+def run_chains_sequential(
+    post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *, progress: bool = False
+) -> torch.Tensor:
     """The chains one after another, with the same streams: the same ``(C, steps)`` losses."""
     C, m, n = cfg.num_chains, cfg.batch_size, data[0].shape[0]
     schedules = [_Schedule(seed, c, n, m, post.dim, post.like) for c in range(C)]
@@ -377,8 +428,10 @@ def divergent_chains(x_all: np.ndarray, threshold: float) -> dict[int, str]:
         if bad.size and (not big.size or bad[0] <= big[0]):
             reasons[c] = f"chain {c}: non-finite loss at step {bad[0]}"
         elif big.size:
-            reasons[c] = (f"chain {c}: nβ·(L − L_n(w*)) = {x_all[c, big[0]]:.3g} > "
-                          f"divergence_threshold {threshold:.3g} at step {big[0]}")
+            reasons[c] = (
+                f"chain {c}: nβ·(L − L_n(w*)) = {x_all[c, big[0]]:.3g} > "
+                f"divergence_threshold {threshold:.3g} at step {big[0]}"
+            )
     return reasons
 
 
@@ -389,8 +442,9 @@ def _check_inputs(config: Any, seed: Any) -> None:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
 
 
-def _flag_divergences(post: _Posterior, data: Batch, cfg: SGLDConfig, all_losses: np.ndarray,
-                      init_loss: float) -> dict[int, str]:
+def _flag_divergences(
+    post: _Posterior, data: Batch, cfg: SGLDConfig, all_losses: np.ndarray, init_loss: float
+) -> dict[int, str]:
     """Divergent chains (see :func:`divergent_chains`); warn about some, raise if all."""
     threshold = cfg.divergence_threshold
     if threshold is None:
@@ -399,17 +453,23 @@ def _flag_divergences(post: _Posterior, data: Batch, cfg: SGLDConfig, all_losses
     reasons = divergent_chains(cfg.nbeta * (all_losses - init_loss), threshold)
     C = cfg.num_chains
     if len(reasons) == C:
-        raise LLCDivergenceError(f"all {C} SGLD chains diverged ({'; '.join(reasons.values())}); "
-                                 f"try a smaller epsilon than {cfg.epsilon:g}")
+        raise LLCDivergenceError(
+            f"all {C} SGLD chains diverged ({'; '.join(reasons.values())}); "
+            f"try a smaller epsilon than {cfg.epsilon:g}"
+        )
     if reasons:
-        warnings.warn(f"SGLD chains {sorted(reasons)} diverged and are excluded from the estimate "
-                      f"({'; '.join(reasons.values())}); consider a smaller epsilon than {cfg.epsilon:g}",
-                      LLCDivergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"SGLD chains {sorted(reasons)} diverged and are excluded from the estimate "
+            f"({'; '.join(reasons.values())}); consider a smaller epsilon than {cfg.epsilon:g}",
+            LLCDivergenceWarning,
+            stacklevel=3,
+        )
     return reasons
 
 
-def _assemble(loss_trace: np.ndarray, init_loss: float, diverged: np.ndarray, cfg: SGLDConfig,
-              **info: Any) -> LLCResult:
+def _assemble(
+    loss_trace: np.ndarray, init_loss: float, diverged: np.ndarray, cfg: SGLDConfig, **info: Any
+) -> LLCResult:
     """The :class:`LLCResult` of the kept draws ``loss_trace`` (C, T); diagnoses every chain."""
     C = cfg.num_chains
     x = cfg.nbeta * (loss_trace - init_loss)
@@ -420,20 +480,41 @@ def _assemble(loss_trace: np.ndarray, init_loss: float, diverged: np.ndarray, cf
     diagnosis, rhat = diagnose(x, diverged)
     converged = not rhat > RHAT_MAX
     if not converged:
-        warnings.warn(f"the estimate is still drifting: the SGLD chains have not mixed (split-R̂ = "
-                      f"{rhat:.3g} > {RHAT_MAX}; {diagnosis.count('not_converged')} of {C} chains "
-                      "not_converged): increase num_draws or epsilon (or add burn-in)",
-                      LLCConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"the estimate is still drifting: the SGLD chains have not mixed (split-R̂ = "
+            f"{rhat:.3g} > {RHAT_MAX}; {diagnosis.count('not_converged')} of {C} chains "
+            "not_converged): increase num_draws or epsilon (or add burn-in)",
+            LLCConvergenceWarning,
+            stacklevel=3,
+        )
     good = per_chain[kept]
     return LLCResult(
-        mean=float(good.mean()), std=float(good.std(ddof=1)) if good.size > 1 else float("nan"),
-        per_chain=per_chain, init_loss=init_loss, loss_trace=loss_trace,
-        llc_trace=online[kept].mean(axis=0), llc_trace_per_chain=online, diagnosis=diagnosis,
-        config=cfg, nbeta=cfg.nbeta, rhat=rhat, converged=converged, **info)
+        mean=float(good.mean()),
+        std=float(good.std(ddof=1)) if good.size > 1 else float("nan"),
+        per_chain=per_chain,
+        init_loss=init_loss,
+        loss_trace=loss_trace,
+        llc_trace=online[kept].mean(axis=0),
+        llc_trace_per_chain=online,
+        diagnosis=diagnosis,
+        config=cfg,
+        nbeta=cfg.nbeta,
+        rhat=rhat,
+        converged=converged,
+        **info,
+    )
 
 
-def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDConfig, *, seed: int,
-                 vectorize: bool = True, progress: bool = False) -> LLCResult:
+def estimate_llc(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Batch,
+    config: SGLDConfig,
+    *,
+    seed: int,
+    vectorize: bool = True,
+    progress: bool = False,
+) -> LLCResult:
     """Estimate the LLC of ``model`` at its current parameters w* (paper §3.1, App. A.4).
 
     Parameters
@@ -479,5 +560,13 @@ def estimate_llc(model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDCon
     reasons = _flag_divergences(post, data, config, all_losses, init_loss)
     draw_steps = config.num_burnin + config.steps_per_draw * np.arange(1, config.num_draws + 1) - 1
     diverged = np.array([c in reasons for c in range(config.num_chains)])
-    return _assemble(all_losses[:, draw_steps], init_loss, diverged, config, seed=int(seed),
-                     vectorized=vectorized, num_params=post.dim, seconds=seconds)
+    return _assemble(
+        all_losses[:, draw_steps],
+        init_loss,
+        diverged,
+        config,
+        seed=int(seed),
+        vectorized=vectorized,
+        num_params=post.dim,
+        seconds=seconds,
+    )

@@ -29,8 +29,9 @@ def stage_names(stages: pd.DataFrame, prefix: str = "LR") -> list[str]:
     return [f"{prefix}{i + 1}" for i in range(len(stages))]
 
 
-def log_time_axis(ax: Axes, first_positive: float = 1.0, label: str | None = "training step",
-                  last: float | None = None) -> None:
+def log_time_axis(
+    ax: Axes, first_positive: float = 1.0, label: str | None = "training step", last: float | None = None
+) -> None:
     """Symmetric-log x axis: linear below ``first_positive`` (so step 0 shows), log above.
 
     ``label`` is the x label (``None``: none, e.g. for the upper panels of a shared axis);
@@ -42,8 +43,15 @@ def log_time_axis(ax: Axes, first_positive: float = 1.0, label: str | None = "tr
         ax.set_xlabel(label)
 
 
-def shade_stages(ax: Axes, stages: pd.DataFrame, *, prefix: str = "LR", alpha: float = 0.12,
-                 label: bool = True, milestones: bool = True) -> None:
+def shade_stages(
+    ax: Axes,
+    stages: pd.DataFrame,
+    *,
+    prefix: str = "LR",
+    alpha: float = 0.12,
+    label: bool = True,
+    milestones: bool = True,
+) -> None:
     """Shade each stage (rows with ``start``, ``end``, ``type``) of ``stages`` on ``ax``.
 
     Type-A stages (LLC rising) and type-B (falling) get the two ``STAGE_COLOURS``; milestones are
@@ -62,15 +70,27 @@ def shade_stages(ax: Axes, stages: pd.DataFrame, *, prefix: str = "LR", alpha: f
         if milestones and row.start > stages["start"].iloc[0]:
             ax.axvline(row.start, color="0.3", ls="--", lw=0.8)
         if label:
-            mid = np.sqrt(max(row.start, 1.0) * max(row.end, 1.0)) \
-                if ax.get_xscale() in ("log", "symlog") else (row.start + row.end) / 2
-            ax.text(mid, 0.985, f"{name} ({row.type})", transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=7, color="0.2",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+            mid = (
+                np.sqrt(max(row.start, 1.0) * max(row.end, 1.0))
+                if ax.get_xscale() in ("log", "symlog")
+                else (row.start + row.end) / 2
+            )
+            ax.text(
+                mid,
+                0.985,
+                f"{name} ({row.type})",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="0.2",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7},
+            )
 
 
-def plot_llc_traces(ax: Axes, traces: np.ndarray, *, title: str | None = None,
-                    colour: str | None = None) -> None:
+def plot_llc_traces(
+    ax: Axes, traces: np.ndarray, *, title: str | None = None, colour: str | None = None
+) -> None:
     """Per-chain online LLC traces ``(C, T)`` (thin lines) and their mean (thick) on ``ax``."""
     traces = np.asarray(traces)
     if traces.ndim != 2:
@@ -80,8 +100,7 @@ def plot_llc_traces(ax: Axes, traces: np.ndarray, *, title: str | None = None,
     ax.set_xlabel("SGLD draw")
     ax.set_ylabel(r"online $\hat\lambda$")
     if not np.isfinite(traces).any():
-        ax.text(0.5, 0.5, "all chains diverged", transform=ax.transAxes, ha="center",
-                va="center", color="C3")
+        ax.text(0.5, 0.5, "all chains diverged", transform=ax.transAxes, ha="center", va="center", color="C3")
         ax.set_yticks([])
         return
     draws = np.arange(1, traces.shape[1] + 1)
@@ -98,10 +117,19 @@ def mark_steps(ax: Axes, steps: Sequence[float], **kwargs: object) -> None:
         ax.axvline(s, **style)
 
 
-def stage_figure(steps: np.ndarray, loss: np.ndarray, llc: np.ndarray, llc_std: np.ndarray,
-                 stages: Stages, *, prefix: str = "LR", loss_label: str = "test loss",
-                 log_loss: bool = True, slope: bool = True,
-                 train_log: pd.DataFrame | None = None) -> Figure:
+def stage_figure(
+    steps: np.ndarray,
+    loss: np.ndarray,
+    llc: np.ndarray,
+    llc_std: np.ndarray,
+    stages: Stages,
+    *,
+    prefix: str = "LR",
+    loss_label: str = "test loss",
+    log_loss: bool = True,
+    slope: bool = True,
+    train_log: pd.DataFrame | None = None,
+) -> Figure:
     """Loss, λ̂ with its GP fit, and (optionally) the GP's slope, over log-time, stages shaded.
 
     Parameters
@@ -132,23 +160,21 @@ def stage_figure(steps: np.ndarray, loss: np.ndarray, llc: np.ndarray, llc_std: 
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.5 * n), sharex=True)
     axes[0].plot(steps, loss, "k.-", ms=3, lw=0.8, label=loss_label)
     if train_log is not None:
-        axes[0].plot(train_log["step"], train_log["loss"], lw=0.8, alpha=0.6,
-                     label="training loss")
+        axes[0].plot(train_log["step"], train_log["loss"], lw=0.8, alpha=0.6, label="training loss")
         axes[0].legend(fontsize=8)
     if log_loss:
         axes[0].set_yscale("log")
     axes[0].set_ylabel(loss_label)
-    axes[1].errorbar(steps, llc, yerr=llc_std, fmt=".", ms=3, lw=0.6, color="k",
-                     label=r"$\hat\lambda$ (± std over chains)")
+    axes[1].errorbar(
+        steps, llc, yerr=llc_std, fmt=".", ms=3, lw=0.6, color="k", label=r"$\hat\lambda$ (± std over chains)"
+    )
     axes[1].plot(fit.grid_steps, fit.mean, "C3", lw=1.2, label="GP mean")
-    axes[1].fill_between(fit.grid_steps, fit.mean - fit.std, fit.mean + fit.std, color="C3",
-                         alpha=0.15, lw=0)
+    axes[1].fill_between(fit.grid_steps, fit.mean - fit.std, fit.mean + fit.std, color="C3", alpha=0.15, lw=0)
     axes[1].set_ylabel(r"LLC $\hat\lambda$")
     axes[1].legend(fontsize=8, loc="lower right")
     if slope:
         axes[2].plot(fit.grid_steps, fit.slope, "C3")
-        axes[2].axhspan(-fit.tolerance, fit.tolerance, color="0.5", alpha=0.2, lw=0,
-                        label="tolerance")
+        axes[2].axhspan(-fit.tolerance, fit.tolerance, color="0.5", alpha=0.2, lw=0, label="tolerance")
         axes[2].axhline(0, color="k", lw=0.6)
         axes[2].set_ylabel(r"$d\hat\lambda / d\log t$")
         axes[2].legend(fontsize=8)
@@ -159,8 +185,9 @@ def stage_figure(steps: np.ndarray, loss: np.ndarray, llc: np.ndarray, llc_std: 
     return fig
 
 
-def calibration_figure(cells: dict[tuple, dict], chosen: tuple[float, float], *, gamma: float,
-                       batch_size: int) -> Figure:
+def calibration_figure(
+    cells: dict[tuple, dict], chosen: tuple[float, float], *, gamma: float, batch_size: int
+) -> Figure:
     """Per-chain online traces of a calibration grid: one row per checkpoint, one column per
     (ε, nβ) cell (``cells`` from :func:`devbook.calibration.calibration_grid`, nβ resolved in
     the titles via ``batch_size``); the ``chosen`` (ε, nβ) cell is drawn in blue."""
@@ -170,8 +197,9 @@ def calibration_figure(cells: dict[tuple, dict], chosen: tuple[float, float], *,
 
     steps = sorted({k[0] for k in cells})
     pairs = list(dict.fromkeys(k[1:] for k in cells))
-    fig, axes = plt.subplots(len(steps), len(pairs), figsize=(2.9 * len(pairs), 5.4),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(steps), len(pairs), figsize=(2.9 * len(pairs), 5.4), squeeze=False, sharex=True
+    )
     for i, s in enumerate(steps):
         for j, (e, nb) in enumerate(pairs):
             c, nbeta = cells[(s, e, nb)], default_nbeta(batch_size) if nb is None else nb
@@ -181,7 +209,9 @@ def calibration_figure(cells: dict[tuple, dict], chosen: tuple[float, float], *,
             axes[i, j].set_title(f"step {s}: ε={e:g}, nβ={nbeta:g}{flag}", fontsize=8)
             if i == 0:
                 axes[i, j].set_xlabel("")
-    fig.suptitle(f"online LLC traces per chain (γ={gamma:g}, batch {batch_size}); blue: this "
-                 "preset's setting", fontsize=10)
+    fig.suptitle(
+        f"online LLC traces per chain (γ={gamma:g}, batch {batch_size}); blue: this preset's setting",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig

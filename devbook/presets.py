@@ -68,8 +68,9 @@ def resolve(
     return config
 
 
-def check_config(config: Mapping[str, Any], setting: str, reference: Mapping[str, Any],
-                 at_least_one: tuple[str, ...] = ()) -> None:
+def check_config(
+    config: Mapping[str, Any], setting: str, reference: Mapping[str, Any], at_least_one: tuple[str, ...] = ()
+) -> None:
     """Raise ``ValueError`` unless ``config`` is a full config of ``setting``: the same keys as
     ``reference`` and every name in ``at_least_one`` >= 1."""
     if config.get("setting") != setting:
@@ -77,8 +78,9 @@ def check_config(config: Mapping[str, Any], setting: str, reference: Mapping[str
     missing = sorted(set(reference) - set(config))
     extra = sorted(set(config) - set(reference))
     if missing or extra:
-        raise ValueError(f"{setting} config: missing {missing}, unknown {extra}; valid keys: "
-                         f"{', '.join(reference)}")
+        raise ValueError(
+            f"{setting} config: missing {missing}, unknown {extra}; valid keys: {', '.join(reference)}"
+        )
     for name in at_least_one:
         if config[name] < 1:
             raise ValueError(f"{name} must be >= 1, got {config[name]}")

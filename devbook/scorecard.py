@@ -86,59 +86,92 @@ def judge_staircases(v: Values, preset: str) -> tuple[str, str]:
     return text, "reproduced" if frac >= 0.8 else "differs"
 
 
-def judge_stage_types(paper_types: list[str], reached_key: str | None, prefix: str
-                      ) -> Callable[[Values, str], tuple[str, str]]:
+def judge_stage_types(
+    paper_types: list[str], reached_key: str | None, prefix: str
+) -> Callable[[Values, str], tuple[str, str]]:
     """Stage types found vs the paper's (only the paper's stages the run can reach count)."""
+
     def judge(v: Values, preset: str) -> tuple[str, str]:
         ours = _types(v[f"{prefix}-stage-types"])
         reachable = paper_types
         if reached_key is not None:
-            reachable = paper_types[:len(_types(v[reached_key]))]
+            reachable = paper_types[: len(_types(v[reached_key]))]
         text = f"{len(ours)} stages: {', '.join(ours)}"
         if ours == paper_types:
             return text, "reproduced"
         if len(reachable) < len(paper_types) and ours == reachable:
             return text + f" (the paper's first {len(reachable)})", "reproduced"
         return text, "differs"
+
     return judge
 
 
 def judge_heads(key: str, paper_missing_is: str) -> Callable[[Values, str], tuple[str, str]]:
     """A head type forms when the best head's score passes the chapter's threshold."""
+
     def judge(v: Values, preset: str) -> tuple[str, str]:
         best, threshold = float(v[key]), float(v["lm-head-threshold"])
         text = f"best score {best:.2f} (threshold {threshold:g})"
         if best > threshold:
             return text, "reproduced"
         return text, paper_missing_is if preset != "paper" else "differs"
+
     return judge
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim("SGLD recovers the learning coefficient of models where it is known exactly",
-          "paper App. A.1, A.4", "λ̂ ≈ λ (e.g. d/2 for a nondegenerate quadratic)",
-          "book/theory/llc", ("llc-n-within", "llc-n-cases", "llc-median-relerr"),
-          judge_known_cases),
-    Claim("Opposing staircases: at each k-gon transition the loss steps down and λ̂ steps up",
-          "growth and form (TMS)", "λ̂ rises at every transition", "book/tms/growth-and-form",
-          ("tms-num-measured", "tms-frac-up"), judge_staircases),
-    Claim("The regression transformer develops in five stages", "paper §4.2, Table 2",
-          "5 stages: A, A, B, B, A", "book/regression/stages",
-          ("lr-stage-types", "lr-reached"), judge_stage_types(list("AABBA"), "lr-reached", "lr")),
-    Claim("The language model develops in five stages", "paper §4.1, Table 1",
-          "5 stages: A, A, B, A, A", "book/language/stages", ("lm-stage-types",),
-          judge_stage_types(list("AABAA"), None, "lm")),
-    Claim("Previous-token heads form (LM3)", "paper §4.1, App. C.3.3",
-          "heads L1H2, L1H5", "book/language/stages", ("lm-best-prev", "lm-head-threshold"),
-          judge_heads("lm-best-prev", "differs")),
-    Claim("Induction heads form (LM4)", "paper §4.1, App. C.3.4", "heads L2H7, L2H8",
-          "book/language/stages", ("lm-best-prefix", "lm-head-threshold"),
-          judge_heads("lm-best-prefix", "not reachable at this scale")),
+    Claim(
+        "SGLD recovers the learning coefficient of models where it is known exactly",
+        "paper App. A.1, A.4",
+        "λ̂ ≈ λ (e.g. d/2 for a nondegenerate quadratic)",
+        "book/theory/llc",
+        ("llc-n-within", "llc-n-cases", "llc-median-relerr"),
+        judge_known_cases,
+    ),
+    Claim(
+        "Opposing staircases: at each k-gon transition the loss steps down and λ̂ steps up",
+        "growth and form (TMS)",
+        "λ̂ rises at every transition",
+        "book/tms/growth-and-form",
+        ("tms-num-measured", "tms-frac-up"),
+        judge_staircases,
+    ),
+    Claim(
+        "The regression transformer develops in five stages",
+        "paper §4.2, Table 2",
+        "5 stages: A, A, B, B, A",
+        "book/regression/stages",
+        ("lr-stage-types", "lr-reached"),
+        judge_stage_types(list("AABBA"), "lr-reached", "lr"),
+    ),
+    Claim(
+        "The language model develops in five stages",
+        "paper §4.1, Table 1",
+        "5 stages: A, A, B, A, A",
+        "book/language/stages",
+        ("lm-stage-types",),
+        judge_stage_types(list("AABAA"), None, "lm"),
+    ),
+    Claim(
+        "Previous-token heads form (LM3)",
+        "paper §4.1, App. C.3.3",
+        "heads L1H2, L1H5",
+        "book/language/stages",
+        ("lm-best-prev", "lm-head-threshold"),
+        judge_heads("lm-best-prev", "differs"),
+    ),
+    Claim(
+        "Induction heads form (LM4)",
+        "paper §4.1, App. C.3.4",
+        "heads L2H7, L2H8",
+        "book/language/stages",
+        ("lm-best-prefix", "lm-head-threshold"),
+        judge_heads("lm-best-prefix", "not reachable at this scale"),
+    ),
 )
 
 
-def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS,
-              root: Path | None = None) -> pd.DataFrame:
+def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS, root: Path | None = None) -> pd.DataFrame:
     """One row per claim: claim, source, paper, this build, verdict, chapter.
 
     Values come from the executed notebooks of ``preset`` (under ``root``, default the
@@ -155,8 +188,16 @@ def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS,
             ours, verdict = "—", "not executed"
         else:
             ours, verdict = c.judge(values, preset)
-        rows.append({"claim": c.claim, "source": c.source, "paper": c.paper,
-                     "this build": ours, "verdict": verdict, "chapter": c.chapter})
+        rows.append(
+            {
+                "claim": c.claim,
+                "source": c.source,
+                "paper": c.paper,
+                "this build": ours,
+                "verdict": verdict,
+                "chapter": c.chapter,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -76,9 +76,11 @@ class SGLDPreset:
 
     def __post_init__(self) -> None:
         if self.num_samples < self.batch_size or self.every < 1 or self.seed < 0:
-            raise ValueError(f"need num_samples >= batch_size, every >= 1 and seed >= 0; got "
-                             f"num_samples={self.num_samples}, batch_size={self.batch_size}, "
-                             f"every={self.every}, seed={self.seed}")
+            raise ValueError(
+                f"need num_samples >= batch_size, every >= 1 and seed >= 0; got "
+                f"num_samples={self.num_samples}, batch_size={self.batch_size}, "
+                f"every={self.every}, seed={self.seed}"
+            )
         if self.nbeta is not None and not (isinstance(self.nbeta, (int, float)) and self.nbeta > 0):
             raise ValueError(f"nbeta must be a number > 0 or None (= m / log m), got {self.nbeta!r}")
         self.sgld_config()  # validates the sampler's values
@@ -99,10 +101,16 @@ class SGLDPreset:
 
     def sgld_config(self) -> SGLDConfig:
         """The sampler's :class:`devbook.llc.SGLDConfig` (the one conversion in the book)."""
-        return SGLDConfig(epsilon=self.epsilon, gamma=self.gamma, nbeta=self.resolved_nbeta,
-                          num_chains=self.num_chains, num_draws=self.num_draws,
-                          num_burnin=self.num_burnin, batch_size=self.batch_size,
-                          init_loss_batch_size=self.init_loss_batch_size)
+        return SGLDConfig(
+            epsilon=self.epsilon,
+            gamma=self.gamma,
+            nbeta=self.resolved_nbeta,
+            num_chains=self.num_chains,
+            num_draws=self.num_draws,
+            num_burnin=self.num_burnin,
+            batch_size=self.batch_size,
+            init_loss_batch_size=self.init_loss_batch_size,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The preset as a plain dict (for tables and cache keys)."""
@@ -184,17 +192,29 @@ class Setting(ABC):
         """Label of the training progress bar."""
         return f"{self.name} seed {config.get('seed')}"
 
-    def train(self, config: dict[str, Any], *, progress: bool = True, root: Path | None = None,
-              device: str | torch.device = "cpu") -> Run:
+    def train(
+        self,
+        config: dict[str, Any],
+        *,
+        progress: bool = True,
+        root: Path | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Run:
         """The trained run of ``config``, trained (resumably) through the store only if needed.
 
         ``device`` is not part of the run's key; checkpoints are stored on the CPU.
         """
         config = self.validate(dict(config))
         run = open_run(config, root)
-        return train_run(run, lambda: self.make_trainer(config, device), config["num_steps"],
-                         self.checkpoint_steps(config), log_every=config["log_every"],
-                         progress=progress, desc=self.train_description(config))
+        return train_run(
+            run,
+            lambda: self.make_trainer(config, device),
+            config["num_steps"],
+            self.checkpoint_steps(config),
+            log_every=config["log_every"],
+            progress=progress,
+            desc=self.train_description(config),
+        )
 
     def load_model(self, run: Run, step: int, device: str | torch.device = "cpu") -> nn.Module:
         """The model of ``run`` with the weights of checkpoint ``step``, in eval mode."""
@@ -203,20 +223,41 @@ class Setting(ABC):
         return model.eval().to(device)
 
     # -- evaluations over checkpoints
-    def llc_sweep(self, run: Run, sgld: SGLDPreset, *, steps: Sequence[int] | None = None,
-                  vectorize: bool = True, progress: bool = True) -> LLCSweep:
+    def llc_sweep(
+        self,
+        run: Run,
+        sgld: SGLDPreset,
+        *,
+        steps: Sequence[int] | None = None,
+        vectorize: bool = True,
+        progress: bool = True,
+    ) -> LLCSweep:
         """λ̂ at one in ``sgld.every`` of the run's LLC checkpoints (or at ``steps``), with the
         same seed at each (paper App. E.3.2), cached per checkpoint in the run store."""
         if steps is None:
             steps = select_steps(self.llc_steps(run.config), sgld.every)
-        return sweep_llc(run, lambda step: self.load_model(run, step), self.loss_fn,
-                         self.sgld_data(run.config, sgld), sgld.sgld_config(), seed=sgld.seed,
-                         steps=steps, vectorize=vectorize, progress=progress)
+        return sweep_llc(
+            run,
+            lambda step: self.load_model(run, step),
+            self.loss_fn,
+            self.sgld_data(run.config, sgld),
+            sgld.sgld_config(),
+            seed=sgld.seed,
+            steps=steps,
+            vectorize=vectorize,
+            progress=progress,
+        )
 
 
-def evaluate_checkpoints(run: Run, name: str, eval_config: Mapping[str, Any],
-                         steps: Sequence[int], compute: Callable[[int], Any],
-                         *, progress: bool = False) -> list[Any]:
+def evaluate_checkpoints(
+    run: Run,
+    name: str,
+    eval_config: Mapping[str, Any],
+    steps: Sequence[int],
+    compute: Callable[[int], Any],
+    *,
+    progress: bool = False,
+) -> list[Any]:
     """``compute(step)`` at every step, each cached in ``run`` under ``name`` + ``eval_config``.
 
     Parameters

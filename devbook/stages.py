@@ -57,8 +57,10 @@ def _as_1d(name: str, values: ArrayLike, n: int | None = None) -> NDArray[np.flo
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} values but steps has {n}; they must match")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values (first at index "
-                         f"{int(np.flatnonzero(~np.isfinite(arr))[0])})")
+        raise ValueError(
+            f"{name} contains NaN or infinite values (first at index "
+            f"{int(np.flatnonzero(~np.isfinite(arr))[0])})"
+        )
     return arr
 
 
@@ -74,9 +76,14 @@ def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
-def _milestone_indices(slope: NDArray[np.float64], mean: NDArray[np.float64],
-                       std: NDArray[np.float64], tolerance: float, min_change: float,
-                       z: float) -> list[int]:
+def _milestone_indices(
+    slope: NDArray[np.float64],
+    mean: NDArray[np.float64],
+    std: NDArray[np.float64],
+    tolerance: float,
+    min_change: float,
+    z: float,
+) -> list[int]:
     """Grid indices of milestones following A.5.
 
     Candidates are the zero crossings of the slope and the local minima of ``|slope|`` below
@@ -113,7 +120,7 @@ def _milestone_indices(slope: NDArray[np.float64], mean: NDArray[np.float64],
             del bounds[-2]
         else:
             i, j = bounds[k], bounds[k + 1]
-            bounds[k:k + 2] = [i + int(np.argmin(a[i:j + 1]))]
+            bounds[k : k + 2] = [i + int(np.argmin(a[i : j + 1]))]
             bounds = sorted(set(bounds))
     return bounds[1:-1]
 
@@ -138,13 +145,17 @@ def fit_gp(
     lo, hi = length_scale_bounds
     if not 0 < lo < hi:
         raise ValueError(f"length_scale_bounds must satisfy 0 < low < high, got {length_scale_bounds}")
-    base = (Matern(length_scale=np.sqrt(lo * hi), length_scale_bounds=length_scale_bounds, nu=2.5)
-            if kernel == "matern" else
-            RBF(length_scale=np.sqrt(lo * hi), length_scale_bounds=length_scale_bounds))
-    k = (ConstantKernel(1.0, (1e-2, 1e2)) * base
-         + WhiteKernel(noise_level=1e-2, noise_level_bounds=noise_bounds))
-    gp = GaussianProcessRegressor(kernel=k, normalize_y=False, n_restarts_optimizer=n_restarts,
-                                  random_state=seed)
+    base = (
+        Matern(length_scale=np.sqrt(lo * hi), length_scale_bounds=length_scale_bounds, nu=2.5)
+        if kernel == "matern"
+        else RBF(length_scale=np.sqrt(lo * hi), length_scale_bounds=length_scale_bounds)
+    )
+    k = ConstantKernel(1.0, (1e-2, 1e2)) * base + WhiteKernel(
+        noise_level=1e-2, noise_level_bounds=noise_bounds
+    )
+    gp = GaussianProcessRegressor(
+        kernel=k, normalize_y=False, n_restarts_optimizer=n_restarts, random_state=seed
+    )
     with warnings.catch_warnings():
         # clean curves drive the noise level to its lower bound: expected, not a problem
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -164,8 +175,9 @@ class Stages:
     fit: StageFit
 
 
-def _check_inputs(steps: ArrayLike, llc: ArrayLike, losses: ArrayLike | None, time: str,
-                  time_offset: float) -> tuple[NDArray, NDArray, NDArray | None]:
+def _check_inputs(
+    steps: ArrayLike, llc: ArrayLike, losses: ArrayLike | None, time: str, time_offset: float
+) -> tuple[NDArray, NDArray, NDArray | None]:
     t = _as_1d("steps", steps)
     n = t.shape[0]
     if n < 5:
@@ -177,13 +189,15 @@ def _check_inputs(steps: ArrayLike, llc: ArrayLike, losses: ArrayLike | None, ti
     if time not in TIME_SCALES:
         raise ValueError(f"unknown time scale {time!r}; valid: {', '.join(TIME_SCALES)}")
     if time == "log" and (time_offset <= 0 or t[0] + time_offset <= 0):
-        raise ValueError(f"log time needs steps + time_offset > 0 (time_offset={time_offset}, "
-                         f"first step {t[0]})")
+        raise ValueError(
+            f"log time needs steps + time_offset > 0 (time_offset={time_offset}, first step {t[0]})"
+        )
     return t, y, loss
 
 
-def _smooth(x: NDArray, y: NDArray, grid_size: int, **gp_args: object
-            ) -> tuple[NDArray, NDArray, NDArray, str]:
+def _smooth(
+    x: NDArray, y: NDArray, grid_size: int, **gp_args: object
+) -> tuple[NDArray, NDArray, NDArray, str]:
     """GP mean and std of ``y`` on a ``grid_size`` grid over ``x`` (LLC units), and the kernel."""
     x0, span = x[0], x[-1] - x[0]
     y_mean, y_scale = y.mean(), y.std()
@@ -194,15 +208,22 @@ def _smooth(x: NDArray, y: NDArray, grid_size: int, **gp_args: object
     return x0 + ug * span, mean_s * y_scale + y_mean, std_s * y_scale, str(gp.kernel_)
 
 
-def _stage_rows(t: NDArray, x: NDArray, xg: NDArray, mean: NDArray, bounds: list[int],
-                loss: NDArray | None) -> pd.DataFrame:
+def _stage_rows(
+    t: NDArray, x: NDArray, xg: NDArray, mean: NDArray, bounds: list[int], loss: NDArray | None
+) -> pd.DataFrame:
     mean_at = np.interp(x, xg, mean)
     rows = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         dllc = float(mean_at[b] - mean_at[a])
-        rows.append({"start": t[a], "end": t[b], "type": "A" if dllc >= 0 else "B",
-                     "dloss": float(loss[b] - loss[a]) if loss is not None else float("nan"),
-                     "dllc": dllc})
+        rows.append(
+            {
+                "start": t[a],
+                "end": t[b],
+                "type": "A" if dllc >= 0 else "B",
+                "dloss": float(loss[b] - loss[a]) if loss is not None else float("nan"),
+                "dllc": dllc,
+            }
+        )
     table = pd.DataFrame(rows, columns=["start", "end", "type", "dloss", "dllc"])
     if np.all(t == np.round(t)):  # integer checkpoints stay integers (usable as labels)
         table[["start", "end"]] = table[["start", "end"]].astype(np.int64)
@@ -252,9 +273,15 @@ def find_stages(
         raise ValueError(f"min_change must be >= 0, got {min_change}")
 
     x = _time_axis(t, time, time_offset)
-    xg, mean, std, fitted = _smooth(x, y, grid_size, kernel=kernel, seed=seed,
-                                    length_scale_bounds=length_scale_bounds,
-                                    noise_bounds=noise_bounds)
+    xg, mean, std, fitted = _smooth(
+        x,
+        y,
+        grid_size,
+        kernel=kernel,
+        seed=seed,
+        length_scale_bounds=length_scale_bounds,
+        noise_bounds=noise_bounds,
+    )
     slope = np.gradient(mean, xg)
     tol = float(tolerance) if tolerance is not None else rel_tolerance * float(np.abs(slope).max())
     if min_change is None:
@@ -264,8 +291,15 @@ def find_stages(
     snapped = sorted({int(np.argmin(np.abs(x - xg[i]))) for i in found})
     bounds = [0] + [i for i in snapped if 0 < i < n - 1] + [n - 1]
     grid_steps = np.exp(xg) - time_offset if time == "log" else xg
-    fit = StageFit(grid_steps=grid_steps, mean=mean, std=std, slope=slope,
-                   milestones=t[bounds[1:-1]], tolerance=tol, kernel=fitted)
+    fit = StageFit(
+        grid_steps=grid_steps,
+        mean=mean,
+        std=std,
+        slope=slope,
+        milestones=t[bounds[1:-1]],
+        tolerance=tol,
+        kernel=fitted,
+    )
     return Stages(_stage_rows(t, x, xg, mean, bounds, loss), fit)
 
 

@@ -50,14 +50,37 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from devbook.evalcache import _NAME, EvalCache
-from devbook.files import (KEY_LENGTH, CheckpointError, StoreError, atomic_write_bytes,
-                           canonical_json, config_key, flatten_state, read_json,
-                           safetensors_metadata, sha256, unflatten_state, write_json)
+from devbook.files import (
+    KEY_LENGTH,
+    CheckpointError,
+    StoreError,
+    atomic_write_bytes,
+    canonical_json,
+    config_key,
+    flatten_state,
+    read_json,
+    safetensors_metadata,
+    sha256,
+    unflatten_state,
+    write_json,
+)
 from devbook.paths import cache_dir
 
-__all__ = ["KEY_LENGTH", "CheckpointError", "Checkpoints", "EvalCache", "MetricsLog", "Run",
-           "StoreError", "atomic_write_bytes", "canonical_json", "config_key", "flatten_state",
-           "open_run", "unflatten_state"]
+__all__ = [
+    "KEY_LENGTH",
+    "CheckpointError",
+    "Checkpoints",
+    "EvalCache",
+    "MetricsLog",
+    "Run",
+    "StoreError",
+    "atomic_write_bytes",
+    "canonical_json",
+    "config_key",
+    "flatten_state",
+    "open_run",
+    "unflatten_state",
+]
 
 
 def _schema(weights: Mapping[str, torch.Tensor]) -> dict[str, list[Any]]:
@@ -67,12 +90,17 @@ def _schema(weights: Mapping[str, torch.Tensor]) -> dict[str, list[Any]]:
 def _schema_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str:
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
-    differ = [f"{k}: {got[k]} != {expected[k]}" for k in sorted(set(got) & set(expected))
-              if list(got[k]) != list(expected[k])]
-    parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "",
-             f"dtype/shape {differ[:5]}" if differ else ""]
+    differ = [
+        f"{k}: {got[k]} != {expected[k]}"
+        for k in sorted(set(got) & set(expected))
+        if list(got[k]) != list(expected[k])
+    ]
+    parts = [
+        f"missing {missing}" if missing else "",
+        f"unexpected {extra}" if extra else "",
+        f"dtype/shape {differ[:5]}" if differ else "",
+    ]
     return "; ".join(p for p in parts if p)
-
 
 
 @dataclass
@@ -92,27 +120,23 @@ class Checkpoints:
         """The weights file of ``step``."""
         return self.path / f"ckpt-{step:08d}.safetensors"
 
-
     def _state_files(self, step: int) -> tuple[Path, Path]:
         return self.path / f"state-{step:08d}.safetensors", self.path / f"state-{step:08d}.json"
-
 
     @property
     def manifest_file(self) -> Path:
         return self.path / "manifest.json"
 
-
     def manifest(self) -> dict[str, Any]:
         """A fresh copy of ``manifest.json`` (schema, plan, checkpoint and state records)."""
         if not self.manifest_file.exists():
-            return {"run_key": self.key, "schema": None, "plan": None,
-                    "checkpoints": {}, "states": {}}
+            return {"run_key": self.key, "schema": None, "plan": None, "checkpoints": {}, "states": {}}
         m = read_json(self.manifest_file)
         if m.get("run_key") != self.key:
-            raise CheckpointError(f"{self.manifest_file}: belongs to run {m.get('run_key')!r}, "
-                                  f"not {self.key!r}")
+            raise CheckpointError(
+                f"{self.manifest_file}: belongs to run {m.get('run_key')!r}, not {self.key!r}"
+            )
         return m
-
 
     def _manifest_readonly(self) -> dict[str, Any]:
         """:meth:`manifest`, parsed once per file version (loading thousands of checkpoints)."""
@@ -125,37 +149,41 @@ class Checkpoints:
             self._cache = (version, self.manifest())
         return self._cache[1]
 
-
     def steps(self) -> list[int]:
         """Steps with a recorded weights checkpoint, ascending."""
         return sorted(int(s) for s in self._manifest_readonly()["checkpoints"])
 
     # -- verified reading
 
-
     # -- verified reading
     def _read_verified(self, path: Path, entry: Mapping[str, Any] | None, step: int) -> bytes:
         if not path.exists():
             steps = self.steps()
             near = sorted(steps, key=lambda s: abs(s - step))[:3]
-            raise FileNotFoundError(f"{path} does not exist; the run records {len(steps)} "
-                                    f"checkpoints, the nearest at steps {sorted(near)}")
+            raise FileNotFoundError(
+                f"{path} does not exist; the run records {len(steps)} "
+                f"checkpoints, the nearest at steps {sorted(near)}"
+            )
         data = path.read_bytes()
         if path.suffix == ".safetensors":
             meta = safetensors_metadata(data, path)
             if meta.get("run_key") != self.key:
-                raise CheckpointError(f"{path}: written by run {meta.get('run_key')!r}, "
-                                      f"not this run {self.key!r} (foreign file)")
+                raise CheckpointError(
+                    f"{path}: written by run {meta.get('run_key')!r}, "
+                    f"not this run {self.key!r} (foreign file)"
+                )
             if meta.get("step") != str(step):
                 raise CheckpointError(f"{path}: holds step {meta.get('step')!r}, not {step}")
         if entry is None:
-            raise CheckpointError(f"{path}: not recorded in {self.manifest_file} "
-                                  "(foreign file or an interrupted write)")
+            raise CheckpointError(
+                f"{path}: not recorded in {self.manifest_file} (foreign file or an interrupted write)"
+            )
         if len(data) != entry["bytes"] or sha256(data) != entry["sha256"]:
-            raise CheckpointError(f"{path}: {len(data)} bytes whose sha256 differs from the "
-                                  f"manifest ({entry['bytes']} bytes): truncated or replaced")
+            raise CheckpointError(
+                f"{path}: {len(data)} bytes whose sha256 differs from the "
+                f"manifest ({entry['bytes']} bytes): truncated or replaced"
+            )
         return data
-
 
     def load_weights(self, step: int) -> dict[str, torch.Tensor]:
         """The model weights saved at ``step`` (``{name: tensor}``), verified; see module doc."""
@@ -170,17 +198,14 @@ class Checkpoints:
             raise CheckpointError(f"{path}: weights do not match the run's schema: {bad}")
         return weights
 
-
     def load_into(self, model: torch.nn.Module, step: int) -> torch.nn.Module:
         """Load the weights of ``step`` into ``model`` (keys/shapes checked); returns ``model``."""
         weights = self.load_weights(step)
         bad = _schema_mismatch(_schema(model.state_dict()), _schema(weights))
         if bad:
-            raise CheckpointError(f"{self.file(step)}: does not fit "
-                                  f"{type(model).__name__}: {bad}")
+            raise CheckpointError(f"{self.file(step)}: does not fit {type(model).__name__}: {bad}")
         model.load_state_dict(weights)
         return model
-
 
     def load_state(self, step: int) -> Any:
         """The training state saved with the checkpoint at ``step`` (see :func:`flatten_state`)."""
@@ -197,10 +222,10 @@ class Checkpoints:
 
     # -- writing (used by train_run)
 
-
     # -- writing (used by train_run)
-    def save(self, step: int, weights: Mapping[str, torch.Tensor],
-                        state: Any = None, keep_state: str = "last") -> None:
+    def save(
+        self, step: int, weights: Mapping[str, torch.Tensor], state: Any = None, keep_state: str = "last"
+    ) -> None:
         """Atomically save weights (and optionally the training state) at ``step``.
 
         ``keep_state="last"`` deletes older state files once the new ones are recorded.
@@ -225,9 +250,11 @@ class Checkpoints:
             atomic_write_bytes(jpath, jdata)
             m["states"][str(step)] = {
                 "tensors": {"bytes": len(tdata), "sha256": sha256(tdata)},
-                "json": {"bytes": len(jdata), "sha256": sha256(jdata)}}
-        stale = [s for s in old_states if s != str(step)] if (
-            state is not None and keep_state == "last") else []
+                "json": {"bytes": len(jdata), "sha256": sha256(jdata)},
+            }
+        stale = (
+            [s for s in old_states if s != str(step)] if (state is not None and keep_state == "last") else []
+        )
         for s in stale:
             del m["states"][s]
         write_json(self.manifest_file, m)  # the new state is recorded before old ones go
@@ -235,13 +262,11 @@ class Checkpoints:
             for p in self._state_files(int(s)):
                 p.unlink(missing_ok=True)
 
-
     def start_plan(self, plan: Mapping[str, Any]) -> None:
         """Record the training plan of a run that has no saved state yet."""
         m = self.manifest()
         m["plan"] = dict(plan)
         write_json(self.manifest_file, m)
-
 
     def remove_partial_writes(self) -> None:
         """Delete temporary files left by a process killed mid-write."""
@@ -261,13 +286,11 @@ class MetricsLog:
             f.write(json.dumps(dict(row)) + "\n")
             f.flush()
 
-
     def truncate(self, step: int) -> None:
         """Drop metric rows logged after ``step`` (a resumed run logs them again)."""
         rows = self.rows(strict=False)
         text = "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
         atomic_write_bytes(self.file, text.encode())
-
 
     def rows(self, strict: bool) -> list[dict[str, Any]]:
         if not self.file.exists():
@@ -339,11 +362,9 @@ class Run:
         """The training log as a DataFrame (strict once the run is complete)."""
         return self.log.table(strict=self.complete)
 
-    def cached(self, name: str, eval_config: Mapping[str, Any], compute: Any,
-               refresh: bool = False) -> Any:
+    def cached(self, name: str, eval_config: Mapping[str, Any], compute: Any, refresh: bool = False) -> Any:
         """An evaluator's result, computed once (see :meth:`devbook.evalcache.EvalCache.cached`)."""
         return self.evals.cached(name, eval_config, compute, refresh)
-
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -368,10 +389,15 @@ def open_run(config: Mapping[str, Any], root: Path | None = None) -> Run:
     ``root`` defaults to ``devbook.paths.cache_dir("runs")``. Raises :class:`StoreError` if the
     directory holds a different config (a hash collision or a hand-edited file).
     """
-    if not isinstance(config, Mapping) or not isinstance(config.get("setting"), str) \
-            or not _NAME.match(config["setting"]):
-        raise ValueError("config must be a mapping with a 'setting' name (letters, digits, "
-                         f"'_', '.', '-'), got {config!r:.200}")
+    if (
+        not isinstance(config, Mapping)
+        or not isinstance(config.get("setting"), str)
+        or not _NAME.match(config["setting"])
+    ):
+        raise ValueError(
+            "config must be a mapping with a 'setting' name (letters, digits, "
+            f"'_', '.', '-'), got {config!r:.200}"
+        )
     config = json.loads(canonical_json(config))
     key = config_key(config)
     path = (root or cache_dir("runs")) / f"{config['setting']}-{key}"
@@ -379,8 +405,10 @@ def open_run(config: Mapping[str, Any], root: Path | None = None) -> Run:
     cfile = path / "config.json"
     if cfile.exists():
         if read_json(cfile) != config:
-            raise StoreError(f"{cfile}: holds a different config than the one asked for "
-                             f"(key {key}); remove the directory if it is stale")
+            raise StoreError(
+                f"{cfile}: holds a different config than the one asked for "
+                f"(key {key}); remove the directory if it is stale"
+            )
     else:
         write_json(cfile, config)
     return Run(config=config, path=path)

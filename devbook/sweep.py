@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from devbook.progress import progress as tqdm
 
 from devbook.llc import DIAGNOSES, SGLDConfig, estimate_llc
+from devbook.progress import progress as tqdm
 from devbook.store import Run
 
 Batch = tuple[torch.Tensor, ...]
@@ -106,30 +106,43 @@ def sweep_llc(
         steps = available
     missing = sorted(set(int(s) for s in steps) - set(available))
     if missing:
-        raise ValueError(f"steps {missing[:5]}{'…' if len(missing) > 5 else ''} have no "
-                         f"checkpoint in run {run.key}; available: {available[:3]}…{available[-3:]}")
+        raise ValueError(
+            f"steps {missing[:5]}{'…' if len(missing) > 5 else ''} have no "
+            f"checkpoint in run {run.key}; available: {available[:3]}…{available[-3:]}"
+        )
     steps = sorted(set(int(s) for s in steps))
-    base: dict[str, Any] = {"sgld": asdict(config), "seed": int(seed),
-                            "data": data_fingerprint(data)}
+    base: dict[str, Any] = {"sgld": asdict(config), "seed": int(seed), "data": data_fingerprint(data)}
 
     def one(step: int) -> dict[str, np.ndarray]:
         model = build_model(step)
         res = estimate_llc(model, loss_fn, data, config, seed=seed, vectorize=vectorize)
         codes = np.array([DIAGNOSES.index(d) for d in res.diagnosis], dtype=np.int64)
-        return {"mean": np.array(res.mean), "std": np.array(res.std),
-                "per_chain": res.per_chain, "init_loss": np.array(res.init_loss),
-                "trace": res.llc_trace_per_chain, "diagnosis": codes,
-                "seconds": np.array(res.seconds)}
+        return {
+            "mean": np.array(res.mean),
+            "std": np.array(res.std),
+            "per_chain": res.per_chain,
+            "init_loss": np.array(res.init_loss),
+            "trace": res.llc_trace_per_chain,
+            "diagnosis": codes,
+            "seconds": np.array(res.seconds),
+        }
 
     rows: list[dict[str, Any]] = []
     traces: dict[int, np.ndarray] = {}
     bar = tqdm(steps, desc=f"LLC over checkpoints ({run.key[:8]})", disable=not progress)
     for step in bar:
-        out = run.cached(name, {**base, "step": step}, lambda: one(step))
+        out = run.cached(name, {**base, "step": step}, lambda s=step: one(s))
         counts = np.bincount(out["diagnosis"], minlength=len(DIAGNOSES))
-        rows.append({"step": step, "llc": float(out["mean"]), "llc_std": float(out["std"]),
-                     "init_loss": float(out["init_loss"]), "seconds": float(out["seconds"]),
-                     **{d: int(c) for d, c in zip(DIAGNOSES, counts)}})
+        rows.append(
+            {
+                "step": step,
+                "llc": float(out["mean"]),
+                "llc_std": float(out["std"]),
+                "init_loss": float(out["init_loss"]),
+                "seconds": float(out["seconds"]),
+                **{d: int(c) for d, c in zip(DIAGNOSES, counts)},
+            }
+        )
         traces[step] = out["trace"]
         bar.set_postfix(step=step, llc=f"{rows[-1]['llc']:.3g}")
     return LLCSweep(table=pd.DataFrame(rows), traces=traces)
@@ -138,5 +151,8 @@ def sweep_llc(
 def sweep_summary(sweep: LLCSweep) -> Mapping[str, Any]:
     """Counts of chain diagnoses over the whole sweep and the total SGLD time (for the text)."""
     t = sweep.table
-    return {**{d: int(t[d].sum()) for d in DIAGNOSES}, "seconds": float(t["seconds"].sum()),
-            "checkpoints": len(t)}
+    return {
+        **{d: int(t[d].sum()) for d in DIAGNOSES},
+        "seconds": float(t["seconds"].sum()),
+        "checkpoints": len(t),
+    }

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from devbook.progress import progress as tqdm
 
+from devbook.progress import progress as tqdm
 from devbook.store import Run, StoreError
 
 
@@ -24,8 +24,9 @@ def checkpoint_schedule(total_steps: int, n_log: int = 100, n_linear: int = 100)
     """Sorted distinct steps: ``n_linear`` linear-spaced in ``[0, T]`` ∪ ``n_log`` log-spaced in
     ``[1, T]`` (rounded to integers; 190 distinct for the paper's 100 + 100 over 500k)."""
     if total_steps < 1 or n_log < 0 or n_linear < 0:
-        raise ValueError(f"need total_steps >= 1, n_log >= 0, n_linear >= 0; got "
-                         f"{total_steps}, {n_log}, {n_linear}")
+        raise ValueError(
+            f"need total_steps >= 1, n_log >= 0, n_linear >= 0; got {total_steps}, {n_log}, {n_linear}"
+        )
     lin = np.rint(np.linspace(0, total_steps, n_linear)) if n_linear else np.array([])
     log = np.rint(np.logspace(0, np.log10(total_steps), n_log)) if n_log else np.array([])
     return sorted({int(s) for s in np.concatenate([lin, log])} | {0, total_steps})
@@ -47,8 +48,7 @@ def parameter_count(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> in
     int
         51,717 for the paper's regression transformer; about 3.1M for its 2-layer language model.
     """
-    return sum(p.numel() for name, p in model.named_parameters()
-               if p.requires_grad and name not in exclude)
+    return sum(p.numel() for name, p in model.named_parameters() if p.requires_grad and name not in exclude)
 
 
 class Trainer(Protocol):
@@ -96,23 +96,27 @@ class StandardTrainer:
         return {"loss": float(loss.detach()), "lr": lr}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                "generators": {k: g.get_state() for k, g in self.generators.items()}}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if set(state["generators"]) != set(self.generators):
-            raise StoreError(f"saved generators {sorted(state['generators'])} differ from "
-                             f"{sorted(self.generators)}")
+            raise StoreError(
+                f"saved generators {sorted(state['generators'])} differ from {sorted(self.generators)}"
+            )
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
 
 
-def _check_plan(total_steps: int, checkpoint_steps: list[int], log_every: int,
-                keep_state: str) -> dict[str, Any]:
+def _check_plan(
+    total_steps: int, checkpoint_steps: list[int], log_every: int, keep_state: str
+) -> dict[str, Any]:
     """The training plan recorded in the manifest (checkpoints sorted, the last step included)."""
     if total_steps < 1 or log_every < 1:
         raise ValueError(f"total_steps ({total_steps}) and log_every ({log_every}) must be >= 1")
@@ -125,8 +129,9 @@ def _check_plan(total_steps: int, checkpoint_steps: list[int], log_every: int,
     return {"total_steps": total_steps, "checkpoint_steps": ckpts, "log_every": log_every}
 
 
-def _resume(run: Run, trainer: Trainer, manifest: dict[str, Any],
-            plan: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _resume(
+    run: Run, trainer: Trainer, manifest: dict[str, Any], plan: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
     """Restore the newest saved state into ``trainer`` (or record the plan of a new run).
 
     Returns the step to continue from and the running sums of the metrics log.
@@ -143,15 +148,21 @@ def _resume(run: Run, trainer: Trainer, manifest: dict[str, Any],
     return start, state["log_acc"]
 
 
-def _run_steps(run: Run, trainer: Trainer, start: int, acc: dict[str, Any], plan: dict[str, Any],
-               keep_state: str, bar: Any) -> None:
+def _run_steps(
+    run: Run,
+    trainer: Trainer,
+    start: int,
+    acc: dict[str, Any],
+    plan: dict[str, Any],
+    keep_state: str,
+    bar: Any,
+) -> None:
     """Updates ``start + 1 … total_steps``: log every ``log_every``, save at the checkpoints."""
     total_steps, log_every = plan["total_steps"], plan["log_every"]
     todo = set(plan["checkpoint_steps"])
 
     def save(step: int) -> None:
-        state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "log_acc": acc}
+        state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "log_acc": acc}
         run.checkpoints.save(step, trainer.model.state_dict(), state, keep_state)
 
     if start == 0 and 0 in todo:
@@ -172,9 +183,17 @@ def _run_steps(run: Run, trainer: Trainer, start: int, acc: dict[str, Any], plan
         bar.update(1)
 
 
-def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
-              checkpoint_steps: list[int], *, log_every: int = 100, keep_state: str = "last",
-              progress: bool = True, desc: str | None = None) -> Run:
+def train_run(
+    run: Run,
+    make_trainer: Callable[[], Trainer],
+    total_steps: int,
+    checkpoint_steps: list[int],
+    *,
+    log_every: int = 100,
+    keep_state: str = "last",
+    progress: bool = True,
+    desc: str | None = None,
+) -> Run:
     """Train ``run`` to ``total_steps`` updates, resuming from its last saved state; returns it.
 
     ``make_trainer()`` builds a freshly initialised trainer (deterministic from the config);
@@ -189,17 +208,24 @@ def train_run(run: Run, make_trainer: Callable[[], Trainer], total_steps: int,
     with run.lock():
         m = run.checkpoints.manifest()
         if m["plan"] is not None and m["plan"] != plan:
-            raise StoreError(f"{run.checkpoints.manifest_file}: run was started with another "
-                             f"plan (total_steps {m['plan']['total_steps']}, "
-                             f"{len(m['plan']['checkpoint_steps'])} checkpoints)")
+            raise StoreError(
+                f"{run.checkpoints.manifest_file}: run was started with another "
+                f"plan (total_steps {m['plan']['total_steps']}, "
+                f"{len(m['plan']['checkpoint_steps'])} checkpoints)"
+            )
         if run.complete:
             return run
         run.checkpoints.remove_partial_writes()
         trainer = make_trainer()
         start, acc = _resume(run, trainer, m, plan)
         run.log.truncate(start)
-        bar = tqdm(total=total_steps, initial=start, disable=not progress,
-                   desc=desc or f"train {run.path.name}", mininterval=1.0)
+        bar = tqdm(
+            total=total_steps,
+            initial=start,
+            disable=not progress,
+            desc=desc or f"train {run.path.name}",
+            mininterval=1.0,
+        )
         _run_steps(run, trainer, start, acc, plan, keep_state, bar)
         bar.close()
         run.mark_complete({"total_steps": total_steps, "checkpoints": len(plan["checkpoint_steps"])})

@@ -27,4 +27,4 @@ def test_chapter_executes_at_smoke(chapter: Path) -> None:
     errors = [o for c in notebook["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     injected = [c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
-    assert injected and "preset = \"smoke\"" in "".join(injected[0]["source"])
+    assert injected and 'preset = "smoke"' in "".join(injected[0]["source"])

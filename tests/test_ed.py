@@ -32,7 +32,7 @@ from devbook.ed.synthetic import (
     semicubical,
 )
 
-SIGMA = 2.0   # below ~1.5 samples the sampled derivative kernels alias on slowly varying curves
+SIGMA = 2.0  # below ~1.5 samples the sampled derivative kernels alias on slowly varying curves
 
 
 def at(t: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -52,11 +52,11 @@ def test_smoothing_derivatives_are_exact_on_polynomials() -> None:
     dt = t[1] - t[0]
     sm = smooth(np.column_stack([t, t**2, t**3]), 3.0)
     inner = slice(100, -100)
-    assert np.allclose(sm.position[:, 0], t, atol=1e-12)        # odd reflection keeps lines
+    assert np.allclose(sm.position[:, 0], t, atol=1e-12)  # odd reflection keeps lines
     assert np.allclose(sm.d1[:, 0], dt, rtol=1e-9)
     assert np.allclose(sm.d2[inner, 1], 2 * dt**2, rtol=1e-6)
     assert np.allclose(sm.d3[inner, 2], 6 * dt**3, rtol=1e-5)
-    assert np.allclose(sm.position[inner, 1], t[inner]**2 + 9 * dt**2, atol=1e-12)
+    assert np.allclose(sm.position[inner, 1], t[inner] ** 2 + 9 * dt**2, atol=1e-12)
 
 
 def test_varying_sigma_matches_constant_sigma_locally() -> None:
@@ -98,7 +98,7 @@ def test_ellipse_four_vertices_and_evolute_cusps(a: float, b: float) -> None:
     nearest = np.round(angles / (np.pi / 2)) * (np.pi / 2)
     assert np.abs(angles - nearest).max() < 0.01
     assert sorted(np.round(nearest / (np.pi / 2)).astype(int) % 4) == [0, 1, 2, 3]
-    e = a**2 - b**2   # evolute cusps: (±e/a, 0) for the ends of the major axis, (0, ∓e/b)
+    e = a**2 - b**2  # evolute cusps: (±e/a, 0) for the ends of the major axis, (0, ∓e/b)
     expected = np.column_stack([e / a * np.cos(nearest), -e / b * np.sin(nearest)])
     assert np.allclose(v.centre, expected, atol=2e-3)
     assert len(cusps(c, SIGMA, periodic=True)) == 0
@@ -157,13 +157,13 @@ def test_pca_round_trip() -> None:
     assert np.allclose(pca.to_function_space(pca.scores), x, atol=1e-9)
     assert np.allclose(pca.explained_variance_ratio.sum(), 1.0)
     exact = trajectory_pca(x, 3)
-    randomized = trajectory_pca(np.vstack([x] * 2), 3)   # 600 × 400: randomised solver
+    randomized = trajectory_pca(np.vstack([x] * 2), 3)  # 600 × 400: randomised solver
     assert np.allclose(np.abs(randomized.components), np.abs(exact.components), atol=1e-6)
 
 
 def test_walk_surrogate_keeps_step_lengths_and_brownian_spectrum() -> None:
     ell = np.random.default_rng(1).uniform(0.5, 2.0, 399)
-    for dim in (50, 10**6):            # direct, and the Bartlett factor (dim ≥ steps)
+    for dim in (50, 10**6):  # direct, and the Bartlett factor (dim ≥ steps)
         w = walk_surrogate(ell, dim, np.random.default_rng(2))
         assert np.allclose(np.linalg.norm(np.diff(w.astype(float), axis=0), axis=1), ell, rtol=1e-5)
     k = np.arange(1, 5)
@@ -207,7 +207,7 @@ def test_brownian_midpoint_vertex_is_not_significant() -> None:
     sigma = 20.0
     v = vertices(pca.scores[:, :2], sigma)
     apparent = v.position[np.argmin(np.abs(v.position / (n - 1) - 0.5))]
-    assert abs(apparent / (n - 1) - 0.5) < 0.1                      # the apparent vertex
+    assert abs(apparent / (n - 1) - 0.5) < 0.1  # the apparent vertex
     strict = find_forms(x, np.arange(n), sigma=sigma, n_surrogates=20, seed=0)
     assert not (strict.table.p_value <= 0.05).any()
     loose = find_forms(x, np.arange(n), sigma=sigma, n_surrogates=20, seed=0, min_planes=2)

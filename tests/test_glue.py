@@ -49,8 +49,10 @@ def used_keys(markdown: str) -> set[str]:
 
 
 def test_checker_finds_problems() -> None:
-    code, md = split("x\n```{code-cell} ipython3\nglue('a', 1)\nglue(f'b-{i}', 2)\n```\n"
-                     "see {glue:text}`a:.2f` and {glue:}`b-3` and {glue:text}`c`\n")
+    code, md = split(
+        "x\n```{code-cell} ipython3\nglue('a', 1)\nglue(f'b-{i}', 2)\n```\n"
+        "see {glue:text}`a:.2f` and {glue:}`b-3` and {glue:text}`c`\n"
+    )
     pats = glued_patterns(code)
     assert used_keys(md) == {"a", "b-3", "c"}
     assert [k for k in used_keys(md) if not any(p.fullmatch(k) for p in pats)] == ["c"]
@@ -63,7 +65,6 @@ def test_every_glue_key_is_glued_and_used(chapter: Path) -> None:
     used = used_keys(markdown)
     from_scorecard = keys_by_chapter().get(str(chapter.with_suffix("")), set())
     dangling = sorted(k for k in used if not any(p.fullmatch(k) for p in patterns))
-    orphans = sorted(p.pattern for p in patterns
-                     if not any(p.fullmatch(k) for k in used | from_scorecard))
+    orphans = sorted(p.pattern for p in patterns if not any(p.fullmatch(k) for k in used | from_scorecard))
     assert not dangling, f"{chapter}: text uses keys no cell glues: {dangling}"
     assert not orphans, f"{chapter}: cells glue keys the text never uses: {orphans}"

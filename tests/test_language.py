@@ -22,8 +22,11 @@ TEXTS = [
 
 
 def fake_docs(n_per_source: int = 20) -> list[corpus.Document]:
-    return [corpus.Document(src, f"{src} {i}", f"text {src} {i}")
-            for src in ("a", "b", "c") for i in range(n_per_source)]
+    return [
+        corpus.Document(src, f"{src} {i}", f"text {src} {i}")
+        for src in ("a", "b", "c")
+        for i in range(n_per_source)
+    ]
 
 
 def sources_fetched() -> bool:
@@ -74,8 +77,11 @@ def test_real_corpus_checksums_and_splits() -> None:
     assert 12e6 < total < 15e6
     splits = corpus.split_documents(docs)
     keys = {k: {(d.source, d.title) for d in v} for k, v in splits.items()}
-    assert not (keys["train"] & keys["sgld"] or keys["train"] & keys["validation"]
-                or keys["sgld"] & keys["validation"])
+    assert not (
+        keys["train"] & keys["sgld"]
+        or keys["train"] & keys["validation"]
+        or keys["sgld"] & keys["validation"]
+    )
 
 
 def test_pile_loader_on_local_dataset(tmp_path: Path) -> None:
@@ -122,14 +128,13 @@ def test_common_ngrams_follow_large_vocab_merge_order() -> None:
 # ----------------------------------------------------------------------------- model, training
 import torch  # noqa: E402
 
+from devbook.language import SETTING  # noqa: E402
 from devbook.language import metrics as lm  # noqa: E402
 from devbook.language.data import language_data  # noqa: E402
-from devbook.language import SETTING  # noqa: E402
 from devbook.language.model import loss_fn, make_model, token_losses  # noqa: E402
 from devbook.language.train import make_trainer  # noqa: E402
-from devbook.training import parameter_count  # noqa: E402
 from devbook.store import open_run  # noqa: E402
-from devbook.training import train_run  # noqa: E402
+from devbook.training import parameter_count, train_run  # noqa: E402
 
 
 @pytest.fixture()
@@ -141,8 +146,16 @@ def tiny_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     words = " ".join(TEXTS).split()
     lines = [" ".join(rng.choice(words, 60)) + " " + TEXTS[i % 3] for i in range(60)]
     datasets.Dataset.from_dict({"text": lines}).save_to_disk(str(tmp_path / "ds"))
-    return SETTING.config("smoke", data=str(tmp_path / "ds"), d_vocab=300, d_model=32,
-                                n_heads=4, d_head=8, num_steps=12, log_every=4)
+    return SETTING.config(
+        "smoke",
+        data=str(tmp_path / "ds"),
+        d_vocab=300,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        num_steps=12,
+        log_every=4,
+    )
 
 
 def test_paper_model_matches_spec() -> None:
@@ -204,6 +217,7 @@ def test_losses_and_training_resume(tiny_config: dict) -> None:
             if calls["n"] > 6:
                 raise KeyboardInterrupt
             return inner(i)
+
         tr.train_step = step  # type: ignore[method-assign]
         return tr
 

@@ -15,7 +15,6 @@ burn-in, 8 chains × 1500 draws, seeds 0-3: split-R̂ 1.37-2.18, 5-8 of 8 chains
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -23,8 +22,16 @@ import torch
 from torch import nn
 
 from devbook import known
-from devbook.llc import (RHAT_MAX, LLCConvergenceWarning, LLCDivergenceError, LLCDivergenceWarning,
-                         SGLDConfig, default_nbeta, estimate_llc, split_rhat)
+from devbook.llc import (
+    RHAT_MAX,
+    LLCConvergenceWarning,
+    LLCDivergenceError,
+    LLCDivergenceWarning,
+    SGLDConfig,
+    default_nbeta,
+    estimate_llc,
+    split_rhat,
+)
 
 REL_TOL = 0.15
 CASES = {c.name: c for c in known.known_cases()}
@@ -148,8 +155,13 @@ def test_some_chains_diverge_warned_and_excluded() -> None:
     bad = sorted(np.flatnonzero(peak > threshold).tolist())
     assert 0 < len(bad) < 8
     with pytest.warns(LLCDivergenceWarning, match=str(bad).replace("[", r"\[").replace("]", r"\]")):
-        res = estimate_llc(case.model, case.loss_fn, case.data, case.config(
-            num_chains=8, num_draws=100, num_burnin=0, divergence_threshold=threshold), seed=0)
+        res = estimate_llc(
+            case.model,
+            case.loss_fn,
+            case.data,
+            case.config(num_chains=8, num_draws=100, num_burnin=0, divergence_threshold=threshold),
+            seed=0,
+        )
     assert [i for i, d in enumerate(res.diagnosis) if d == "diverged"] == bad
     good = np.setdiff1d(np.arange(8), bad)
     assert res.mean == pytest.approx(base.per_chain[good].mean(), rel=1e-12)
@@ -228,11 +240,25 @@ def test_default_nbeta() -> None:
 
 GOOD = dict(epsilon=1e-3, gamma=1.0, nbeta=10.0, num_chains=2, num_draws=10)
 BAD = [
-    ("epsilon", 0.0), ("epsilon", -1e-3), ("epsilon", float("nan")), ("epsilon", "0.1"), ("epsilon", True),
-    ("gamma", -1.0), ("gamma", float("inf")), ("nbeta", 0.0), ("nbeta", -5.0),
-    ("num_chains", 0), ("num_chains", 2.0), ("num_draws", 0), ("num_draws", None), ("num_burnin", -1),
-    ("batch_size", 0), ("steps_per_draw", 0), ("divergence_threshold", 0.0),
-    ("divergence_threshold", -1.0), ("init_loss_batch_size", 0),
+    ("epsilon", 0.0),
+    ("epsilon", -1e-3),
+    ("epsilon", float("nan")),
+    ("epsilon", "0.1"),
+    ("epsilon", True),
+    ("gamma", -1.0),
+    ("gamma", float("inf")),
+    ("nbeta", 0.0),
+    ("nbeta", -5.0),
+    ("num_chains", 0),
+    ("num_chains", 2.0),
+    ("num_draws", 0),
+    ("num_draws", None),
+    ("num_burnin", -1),
+    ("batch_size", 0),
+    ("steps_per_draw", 0),
+    ("divergence_threshold", 0.0),
+    ("divergence_threshold", -1.0),
+    ("init_loss_batch_size", 0),
 ]
 
 
@@ -280,8 +306,7 @@ def test_sgld_step_with_only_localisation_contracts_toward_w_star() -> None:
     from devbook.llc import sgld_step
 
     w, w_star = torch.randn(4, 6), torch.randn(6)
-    out = sgld_step(w, torch.zeros_like(w), torch.zeros_like(w), w_star, epsilon=0.1, nbeta=1.0,
-                    gamma=2.0)
+    out = sgld_step(w, torch.zeros_like(w), torch.zeros_like(w), w_star, epsilon=0.1, nbeta=1.0, gamma=2.0)
     torch.testing.assert_close(out - w_star, (1 - 0.1 * 2.0 / 2) * (w - w_star))
     assert (out - w_star).norm() < (w - w_star).norm()
 
@@ -301,8 +326,7 @@ def test_sequential_and_vectorised_chain_runners_agree() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     data = (torch.randn(128, 3), torch.randn(128, 1))
     post = _Posterior(model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean())
-    cfg = SGLDConfig(epsilon=1e-3, gamma=1.0, nbeta=10.0, num_chains=3, num_draws=20,
-                     batch_size=16)
+    cfg = SGLDConfig(epsilon=1e-3, gamma=1.0, nbeta=10.0, num_chains=3, num_draws=20, batch_size=16)
     vec = run_chains_vectorized(post, data, cfg, seed=5)
     seq = run_chains_sequential(post, data, cfg, seed=5)
     assert vec is not None and vec.shape == (3, 20)

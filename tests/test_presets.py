@@ -11,7 +11,10 @@ import pytest
 from devbook import chapters, presets
 from devbook.paths import repo_root
 
-TABLE = {"smoke": {"steps": 10, "lr": 0.1, "name": "a", "flag": False}, "cpu": {"steps": 100, "lr": 0.1, "name": "a", "flag": False}}
+TABLE = {
+    "smoke": {"steps": 10, "lr": 0.1, "name": "a", "flag": False},
+    "cpu": {"steps": 100, "lr": 0.1, "name": "a", "flag": False},
+}
 
 CHAPTER = """---
 jupytext:
@@ -77,12 +80,18 @@ def test_parameters_are_read_without_running(chapter: tuple[Path, Path]) -> None
     "preset, overrides, message",
     [
         ("big", {}, "unknown preset 'big'; valid presets: smoke, cpu, paper"),
-        ("smoke", {"stpes": 1}, "unknown parameter 'stpes'; this chapter takes: steps \\(int\\), rate \\(float\\)"),
+        (
+            "smoke",
+            {"stpes": 1},
+            "unknown parameter 'stpes'; this chapter takes: steps \\(int\\), rate \\(float\\)",
+        ),
         ("smoke", {"steps": 1.5}, "'steps' must be of type int"),
         ("smoke", {"rate": "fast"}, "'rate' must be of type float"),
     ],
 )
-def test_bad_parameters_fail_before_any_computation(chapter: tuple[Path, Path], preset: str, overrides: dict, message: str) -> None:
+def test_bad_parameters_fail_before_any_computation(
+    chapter: tuple[Path, Path], preset: str, overrides: dict, message: str
+) -> None:
     path, marker = chapter
     with pytest.raises(ValueError, match=message):
         chapters.execute(path, preset, overrides, output=path.with_suffix(".ipynb"))
@@ -92,7 +101,19 @@ def test_bad_parameters_fail_before_any_computation(chapter: tuple[Path, Path], 
 def test_cli_runs_a_chapter_with_overrides(chapter: tuple[Path, Path], tmp_path: Path) -> None:
     path, marker = chapter
     out = tmp_path / "out.ipynb"
-    run = [sys.executable, "-m", "devbook", "run", str(path), "--preset", "smoke", "-p", "steps=7", "-o", str(out)]
+    run = [
+        sys.executable,
+        "-m",
+        "devbook",
+        "run",
+        str(path),
+        "--preset",
+        "smoke",
+        "-p",
+        "steps=7",
+        "-o",
+        str(out),
+    ]
     result = subprocess.run(run, capture_output=True, text=True, cwd=repo_root())
     assert result.returncode == 0, result.stderr
     assert marker.read_text() == "smoke 7 0.5"

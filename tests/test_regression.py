@@ -9,20 +9,29 @@ import pandas as pd
 import pytest
 import torch
 
-from devbook.regression import (PAPER_PARAMETER_COUNT, SETTING, RegressionData,
-                                RegressionTransformer, fixed_dataset, loss_fn, make_optimizer,
-                                make_trainer, one_cycle_lr, readout, tokenise)
+from devbook.regression import (
+    PAPER_PARAMETER_COUNT,
+    SETTING,
+    RegressionData,
+    RegressionTransformer,
+    fixed_dataset,
+    loss_fn,
+    make_optimizer,
+    make_trainer,
+    one_cycle_lr,
+    readout,
+    tokenise,
+)
+from devbook.regression import metrics as M
 from devbook.rng import generator
-from devbook.training import parameter_count
+from devbook.store import open_run
+from devbook.training import checkpoint_schedule, parameter_count, train_run
 
 regression_config = SETTING.config
 train = SETTING.train
 load_model = SETTING.load_model
 llc_checkpoint_steps = SETTING.llc_steps
 ed_checkpoint_steps = SETTING.ed_steps
-from devbook.regression import metrics as M
-from devbook.store import open_run
-from devbook.training import checkpoint_schedule, train_run
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +74,14 @@ def test_sampler_is_seeded_and_has_the_right_law():
     assert abs(a.tasks.var().item() - 1) < 0.05 and abs(a.xs.var().item() - 1) < 0.05
     big = data.sample(4096, generator(1, "x"), input_scale=3.0, task_scale=2.0)
     assert abs(big.xs.std().item() - 3) < 0.1 and abs(big.tasks.std().item() - 2) < 0.1
-    assert torch.equal(fixed_dataset({"task_dim": 4, "num_examples": 8, "noise_var": 0.125,
-                                      "num_tasks": 0, "seed": 5}, 8).xs,
-                       fixed_dataset({"task_dim": 4, "num_examples": 8, "noise_var": 0.125,
-                                      "num_tasks": 0, "seed": 6}, 8).xs)
+    assert torch.equal(
+        fixed_dataset(
+            {"task_dim": 4, "num_examples": 8, "noise_var": 0.125, "num_tasks": 0, "seed": 5}, 8
+        ).xs,
+        fixed_dataset(
+            {"task_dim": 4, "num_examples": 8, "noise_var": 0.125, "num_tasks": 0, "seed": 6}, 8
+        ).xs,
+    )
 
 
 def test_discrete_tasks():
@@ -150,14 +163,14 @@ def test_training_reduces_loss_and_resumes_bitwise(smoke_run, tmp_path):
             if step == 77:
                 raise Crash
             return inner(tr, step)
+
         trainer.loss_fn = loss
         return trainer
 
     run = open_run(config, tmp_path)
     steps = sorted(set(llc_checkpoint_steps(config)) | set(ed_checkpoint_steps(config)))
     with pytest.raises(Crash):
-        train_run(run, crashing, config["num_steps"], steps, log_every=config["log_every"],
-                  progress=False)
+        train_run(run, crashing, config["num_steps"], steps, log_every=config["log_every"], progress=False)
     resumed = train(config, root=tmp_path, progress=False)
     a, b = smoke_run.load_weights(config["num_steps"]), resumed.load_weights(config["num_steps"])
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -211,11 +224,13 @@ def test_structure_metrics_on_hand_made_weights():
     resid = torch.randn(7, 64)
     with torch.no_grad():
         out = model.unembedding(model.ln_final(resid))[:, 0]
-    z = (resid - resid.mean(-1, keepdim=True)) / torch.sqrt(resid.var(-1, unbiased=False,
-                                                                      keepdim=True) + 1e-5)
+    z = (resid - resid.mean(-1, keepdim=True)) / torch.sqrt(
+        resid.var(-1, unbiased=False, keepdim=True) + 1e-5
+    )
     s, v = M.structure_metrics(model)
-    assert torch.allclose(out.double(), z.double() @ torch.from_numpy(v["unemb_eff_weight"])
-                          + s["unemb_eff_bias"], atol=1e-5)
+    assert torch.allclose(
+        out.double(), z.double() @ torch.from_numpy(v["unemb_eff_weight"]) + s["unemb_eff_bias"], atol=1e-5
+    )
 
 
 def test_behaviour_metrics_of_a_zero_predictor():
@@ -228,7 +243,7 @@ def test_behaviour_metrics_of_a_zero_predictor():
     s, _ = M.checkpoint_metrics(model, probes)
     ys = probes.eval.ys
     assert s["prior_dist_zero"] == 0 and s["prior_dist_task_prior"] == 0
-    assert s["loss"] == pytest.approx(float((ys ** 2).mean()))
+    assert s["loss"] == pytest.approx(float((ys**2).mean()))
     assert s["icl_1_D"] == pytest.approx(s["loss_k4"] - s["loss_k1"])
     # E y² = E|t|²|x|²/D·D + σ² = D + σ²; OOD inputs with gain g: (g² D + σ²) / g²
     assert s["loss"] == pytest.approx(4.125, rel=0.08)
@@ -237,15 +252,20 @@ def test_behaviour_metrics_of_a_zero_predictor():
 
 
 def test_evaluate_run_is_cached(smoke_run, monkeypatch):
-    res = M.evaluate_run(smoke_run, llc_checkpoint_steps(smoke_run.config), n=128, gains=(2.0,), progress=False)
+    res = M.evaluate_run(
+        smoke_run, llc_checkpoint_steps(smoke_run.config), n=128, gains=(2.0,), progress=False
+    )
     assert list(res.table["step"]) == llc_checkpoint_steps(smoke_run.config)
-    assert set(llc_checkpoint_steps(smoke_run.config)) | set(
-        ed_checkpoint_steps(smoke_run.config)) == set(smoke_run.checkpoint_steps())
+    assert set(llc_checkpoint_steps(smoke_run.config)) | set(ed_checkpoint_steps(smoke_run.config)) == set(
+        smoke_run.checkpoint_steps()
+    )
     assert res.vectors["unemb_weight"].shape == (len(res.table), 64)
     assert res.vectors["ln_weight_final"].shape == (len(res.table), 64)
     assert res.table["loss"].iloc[-1] < res.table["loss"].iloc[0]
     monkeypatch.setattr(M, "checkpoint_metrics", lambda *a, **k: pytest.fail("recomputed"))
-    again = M.evaluate_run(smoke_run, llc_checkpoint_steps(smoke_run.config), n=128, gains=(2.0,), progress=False)
+    again = M.evaluate_run(
+        smoke_run, llc_checkpoint_steps(smoke_run.config), n=128, gains=(2.0,), progress=False
+    )
     pd.testing.assert_frame_equal(res.table, again.table, check_exact=True)
     heads = M.classify_heads(res.table.iloc[-1])
     assert len(heads) == 2 * 4 * 2 and set(heads["query"]) == {"x", "y"}

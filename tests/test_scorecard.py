@@ -14,9 +14,14 @@ from tests.test_glue import glued_patterns, split
 
 def fake_notebook(path: Path, values: dict) -> None:
     """An executed notebook whose cells glue ``values`` (papermill's record format)."""
-    outputs = [{"output_type": "display_data", "metadata": {"scrapbook": {
-        "name": k, "mime_prefix": "application/papermill.record/"}},
-        "data": {"application/papermill.record/text/plain": repr(v)}} for k, v in values.items()]
+    outputs = [
+        {
+            "output_type": "display_data",
+            "metadata": {"scrapbook": {"name": k, "mime_prefix": "application/papermill.record/"}},
+            "data": {"application/papermill.record/text/plain": repr(v)},
+        }
+        for k, v in values.items()
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}))
 
@@ -30,25 +35,33 @@ def test_stage_verdicts() -> None:
     judge = scorecard.judge_stage_types(list("AABBA"), "lr-reached", "lr")
     assert judge({"lr-stage-types": "A, A, B", "lr-reached": "LR1, LR2, LR3"}, "cpu")[1] == "reproduced"
     assert judge({"lr-stage-types": "A, B", "lr-reached": "LR1, LR2, LR3"}, "cpu")[1] == "differs"
-    assert judge({"lr-stage-types": "A, A, B, B, A", "lr-reached": "LR1, LR2, LR3, LR4, LR5"},
-                 "paper")[1] == "reproduced"
+    assert (
+        judge({"lr-stage-types": "A, A, B, B, A", "lr-reached": "LR1, LR2, LR3, LR4, LR5"}, "paper")[1]
+        == "reproduced"
+    )
 
 
 def test_head_and_staircase_verdicts() -> None:
     judge = scorecard.judge_heads("lm-best-prefix", "not reachable at this scale")
-    assert judge({"lm-best-prefix": 0.05, "lm-head-threshold": 0.3}, "cpu")[1] == "not reachable at this scale"
+    assert (
+        judge({"lm-best-prefix": 0.05, "lm-head-threshold": 0.3}, "cpu")[1] == "not reachable at this scale"
+    )
     assert judge({"lm-best-prefix": 0.05, "lm-head-threshold": 0.3}, "paper")[1] == "differs"
     assert judge({"lm-best-prefix": 0.6, "lm-head-threshold": 0.3}, "cpu")[1] == "reproduced"
     assert scorecard.judge_staircases({"tms-num-measured": 5, "tms-frac-up": 0.6}, "cpu")[1] == "differs"
-    assert scorecard.judge_staircases({"tms-num-measured": 0, "tms-frac-up": 0.0}, "cpu")[1] == \
-        "not reachable at this scale"
+    assert (
+        scorecard.judge_staircases({"tms-num-measured": 0, "tms-frac-up": 0.0}, "cpu")[1]
+        == "not reachable at this scale"
+    )
 
 
 def test_scorecard_reads_executed_notebooks(tmp_path: Path) -> None:
     (tmp_path / "devbook").mkdir()
     claim = scorecard.CLAIMS[2]  # regression stages
-    fake_notebook(tmp_path / "_build/executed/cpu" / f"{claim.chapter}.ipynb",
-                  {"lr-stage-types": "A, A, B", "lr-reached": "LR1, LR2, LR3"})
+    fake_notebook(
+        tmp_path / "_build/executed/cpu" / f"{claim.chapter}.ipynb",
+        {"lr-stage-types": "A, A, B", "lr-reached": "LR1, LR2, LR3"},
+    )
     table = scorecard.scorecard("cpu", (claim, scorecard.CLAIMS[3]), root=tmp_path)
     assert list(table["verdict"]) == ["reproduced", "not executed"]
     assert "{doc}`/book/regression/stages`" in scorecard.scorecard_markdown(table)
@@ -58,6 +71,5 @@ def test_scorecard_reads_executed_notebooks(tmp_path: Path) -> None:
 def test_every_scorecard_key_is_glued_by_its_chapter(chapter: str) -> None:
     code, _ = split((repo_root() / f"{chapter}.md").read_text(encoding="utf-8"))
     patterns = glued_patterns(code)
-    missing = [k for k in scorecard.keys_by_chapter()[chapter]
-               if not any(p.fullmatch(k) for p in patterns)]
+    missing = [k for k in scorecard.keys_by_chapter()[chapter] if not any(p.fullmatch(k) for p in patterns)]
     assert not missing, f"{chapter} does not glue {missing}"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devbook.training import checkpoint_schedule
 from devbook.stages import find_stages
+from devbook.training import checkpoint_schedule
 
 STEPS = np.array(checkpoint_schedule(500_000))  # the paper's LLC checkpoints (190)
 
@@ -23,8 +23,7 @@ def noisy(y: np.ndarray, scale: float, seed: int) -> np.ndarray:
 
 def abA() -> np.ndarray:
     """Rise at 300 steps, fall at 30k, rise at 150k: milestones between the transitions."""
-    return (20 * sig(STEPS, 300, 0.4) - 10 * sig(STEPS, 30_000, 0.3)
-            + 6 * sig(STEPS, 150_000, 0.2))
+    return 20 * sig(STEPS, 300, 0.4) - 10 * sig(STEPS, 30_000, 0.3) + 6 * sig(STEPS, 150_000, 0.2)
 
 
 def test_paper_checkpoint_grid() -> None:
@@ -115,8 +114,16 @@ def test_bad_input_is_named(kwargs: dict, message: str) -> None:
 def test_stage_of_and_stage_changes() -> None:
     from devbook.stages import stage_changes, stage_of
 
-    table = pd.DataFrame({"stage": ["S1", "S2"], "start": [0, 10], "end": [10, 30],
-                          "type": ["A", "B"], "dloss": [0.0, 0.0], "dllc": [1.0, -1.0]})
+    table = pd.DataFrame(
+        {
+            "stage": ["S1", "S2"],
+            "start": [0, 10],
+            "end": [10, 30],
+            "type": ["A", "B"],
+            "dloss": [0.0, 0.0],
+            "dllc": [1.0, -1.0],
+        }
+    )
     assert stage_of(table, 10) == "S1 (A)" and stage_of(table, 11) == "S2 (B)"
     assert stage_of(table, 31) == "none"
     values = pd.DataFrame({"v": [1.0, 4.0, 2.0]}, index=[0, 10, 30])

@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from devbook.store import (CheckpointError, StoreError, config_key, flatten_state, open_run,
-                           unflatten_state)
+from devbook.store import CheckpointError, StoreError, config_key, flatten_state, open_run, unflatten_state
 from devbook.training import StandardTrainer, train_run
 
 CONFIG = {"setting": "toy", "seed": 3, "lr": 0.01, "width": 8}
@@ -29,6 +28,7 @@ class Boom(RuntimeError):
 
 def make_trainer(seed: int = 3, crash_at: int | None = None, kill_at: int | None = None):
     """A tiny MLP trained with Adam + OneCycleLR on batches drawn from a generator."""
+
     def factory() -> StandardTrainer:
         g = torch.Generator().manual_seed(seed)
         model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
@@ -48,8 +48,8 @@ def make_trainer(seed: int = 3, crash_at: int | None = None, kill_at: int | None
             y = x.sum(1, keepdim=True) ** 2 + noise
             return ((tr.model(x) - y) ** 2).mean()
 
-        return StandardTrainer(model, opt, loss, sched,
-                               {"data": torch.Generator().manual_seed(seed + 1)})
+        return StandardTrainer(model, opt, loss, sched, {"data": torch.Generator().manual_seed(seed + 1)})
+
     return factory
 
 
@@ -83,9 +83,12 @@ def test_open_run_paths_and_config_conflict(tmp_path):
 
 
 def test_flatten_state_round_trip():
-    opt_state = {"state": {0: {"step": torch.tensor(3.0), "m": torch.randn(2, 2)}},
-                 "param_groups": [{"lr": 0.1 / 3, "betas": (0.9, 0.999), "params": [0]}],
-                 "gen": torch.Generator().manual_seed(1).get_state(), "none": None}
+    opt_state = {
+        "state": {0: {"step": torch.tensor(3.0), "m": torch.randn(2, 2)}},
+        "param_groups": [{"lr": 0.1 / 3, "betas": (0.9, 0.999), "params": [0]}],
+        "gen": torch.Generator().manual_seed(1).get_state(),
+        "none": None,
+    }
     skeleton, tensors = flatten_state(opt_state)
     back = unflatten_state(skeleton, tensors)
     assert back["param_groups"][0]["betas"] == (0.9, 0.999)
@@ -107,7 +110,9 @@ def test_train_round_trip_metrics_and_completion(tmp_path):
     assert df["loss"].iloc[-1] < df["loss"].iloc[0]
     # only the last training state is kept
     assert sorted(p.name for p in run.path.glob("state-*")) == [
-        "state-00000030.json", "state-00000030.safetensors"]
+        "state-00000030.json",
+        "state-00000030.safetensors",
+    ]
     # a second call is a no-op; another plan for the same run is refused
     assert train(tmp_path).load_weights(30)["0.weight"].equal(w["0.weight"])
     with pytest.raises(StoreError, match="another plan"):
@@ -133,7 +138,7 @@ def test_sigkill_mid_run_resumes_bitwise(tmp_path):
         import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
         from pathlib import Path
         from test_store import train
-        train(Path({str(tmp_path / 'killed')!r}), kill_at=17)
+        train(Path({str(tmp_path / "killed")!r}), kill_at=17)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr

@@ -13,8 +13,7 @@ from devbook.llc import SGLDConfig
 from devbook.store import open_run
 from devbook.sweep import data_fingerprint, select_steps, sweep_llc
 
-CFG = SGLDConfig(epsilon=1e-3, gamma=10.0, nbeta=20.0, num_chains=2, num_draws=30,
-                 batch_size=32)
+CFG = SGLDConfig(epsilon=1e-3, gamma=10.0, nbeta=20.0, num_chains=2, num_draws=30, batch_size=32)
 
 
 def mse(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -42,6 +41,7 @@ def build(run, calls: list[int]):
     def f(step: int) -> nn.Module:
         calls.append(step)
         return run.load_into(nn.Linear(3, 1), step)
+
     return f
 
 

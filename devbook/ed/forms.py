@@ -128,13 +128,15 @@ def _members(sm: Smoothed, plane: Plane, feats: tuple[Features, Features]) -> li
     for f in feats:
         for pos, centre, radius in zip(f.position, f.centre, f.radius):
             res = float(np.interp(pos, np.arange(len(sm.sigma)), sm.sigma)) * speed
-            out.append(Member(plane, f.kind, float(pos), centre, float(radius),
-                              float(radius) + max(res, 1e-300)))
+            out.append(
+                Member(plane, f.kind, float(pos), centre, float(radius), float(radius) + max(res, 1e-300))
+            )
     return out
 
 
-def lift(members: tuple[Member, ...], k: int, fallback: NDArray[np.float64]
-         ) -> tuple[NDArray[np.float64], float]:
+def lift(
+    members: tuple[Member, ...], k: int, fallback: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], float]:
     """Weighted least-squares point of PC space whose projections are the members' centres.
 
     Each plane's equations are weighted by ``1 / member.scale``; coordinates that no member
@@ -151,14 +153,14 @@ def lift(members: tuple[Member, ...], k: int, fallback: NDArray[np.float64]
     a, b = np.array(rows), np.array(rhs)
     covered = np.abs(a).sum(0) > 0
     point = fallback.astype(np.float64).copy()
-    point[covered] = np.linalg.lstsq(a[:, covered], b - a[:, ~covered] @ point[~covered],
-                                     rcond=None)[0]
+    point[covered] = np.linalg.lstsq(a[:, covered], b - a[:, ~covered] @ point[~covered], rcond=None)[0]
     misfit = (a @ point - b).reshape(-1, 2)
     return point, float(np.sqrt(np.mean(np.sum(misfit**2, axis=1))))
 
 
-def _groups(members: list[Member], sigma: NDArray[np.float64], time_tol: float,
-            need: int) -> set[frozenset[int]]:
+def _groups(
+    members: list[Member], sigma: NDArray[np.float64], time_tol: float, need: int
+) -> set[frozenset[int]]:
     """Sets of member ids, at most one per plane, within the time tolerance of an anchor."""
     pos = np.array([m.position for m in members])
     planes = [m.plane for m in members]
@@ -175,9 +177,15 @@ def _groups(members: list[Member], sigma: NDArray[np.float64], time_tol: float,
     return out
 
 
-def detect(scores: ArrayLike, sigma: float | ArrayLike, *, time_tol: float = 2.0,
-           min_planes: int | None = None, vertex_options: dict[str, Any] | None = None,
-           cusp_options: dict[str, Any] | None = None) -> Detection:
+def detect(
+    scores: ArrayLike,
+    sigma: float | ArrayLike,
+    *,
+    time_tol: float = 2.0,
+    min_planes: int | None = None,
+    vertex_options: dict[str, Any] | None = None,
+    cusp_options: dict[str, Any] | None = None,
+) -> Detection:
     """Steps 2–5 of the pipeline on PC scores ``(T, k)``: smoothing, plane features, grouping
     and lifting. Used by :func:`find_forms` on the data and on every surrogate."""
     x = np.asarray(scores, dtype=np.float64)
@@ -191,8 +199,10 @@ def detect(scores: ArrayLike, sigma: float | ArrayLike, *, time_tol: float = 2.0
     features, members = {}, []
     for plane in planes:
         sub = sm.columns(plane)
-        feats = (vertices_from(sub, [o.columns(plane) for o in others], scales, **vopts),
-                 cusps(sub, **(cusp_options or {})))
+        feats = (
+            vertices_from(sub, [o.columns(plane) for o in others], scales, **vopts),
+            cusps(sub, **(cusp_options or {})),
+        )
         features[plane] = feats
         members += _members(sm, plane, feats)
     candidates = []
@@ -216,8 +226,9 @@ def _zero_crossings(y: NDArray[np.float64]) -> NDArray[np.float64]:
     return i + a[i] / (a[i] - b[i])
 
 
-def b6_check(sm: Smoothed, scores: NDArray[np.float64], form: Form, *, time_tol: float = 2.0,
-             tol: float = 0.1) -> pd.DataFrame:
+def b6_check(
+    sm: Smoothed, scores: NDArray[np.float64], form: Form, *, time_tol: float = 2.0, tol: float = 0.1
+) -> pd.DataFrame:
     """The B.6 check of every PC at the form's time, one row per PC.
 
     ``gap`` = (score − form coordinate) / the score's standard deviation; ``crit`` = distance
@@ -234,15 +245,25 @@ def b6_check(sm: Smoothed, scores: NDArray[np.float64], form: Form, *, time_tol:
         zeros = _zero_crossings(sm.d1[:, i])
         crit = float(np.abs(zeros - form.index).min()) if zeros.size else np.inf
         equal, critical = abs(gap) <= tol, crit <= window
-        verdict = "both" if equal and critical else "equal" if equal else (
-            "critical" if critical else "neither")
-        rows.append({"pc": i + 1, "score": value, "coordinate": float(form.point_pc[i]),
-                     "gap": gap, "crit": crit, "verdict": verdict})
+        verdict = (
+            "both" if equal and critical else "equal" if equal else ("critical" if critical else "neither")
+        )
+        rows.append(
+            {
+                "pc": i + 1,
+                "score": value,
+                "coordinate": float(form.point_pc[i]),
+                "gap": gap,
+                "crit": crit,
+                "verdict": verdict,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def influence_range(potential: ArrayLike, index: float, *, tol: float = 0.05,
-                    window: float = 0.0) -> tuple[int, int]:
+def influence_range(
+    potential: ArrayLike, index: float, *, tol: float = 0.05, window: float = 0.0
+) -> tuple[int, int]:
     """The flat bottom of a form potential around checkpoint ``index``: the contiguous run of
     checkpoints around the potential's minimum within ``index ± window`` where it stays below
     ``min + tol × (median − min)`` (the median, not the maximum, so that a large transient far
@@ -250,7 +271,7 @@ def influence_range(potential: ArrayLike, index: float, *, tol: float = 0.05,
     v = np.asarray(potential, dtype=np.float64)
     lo = max(int(np.floor(index - window)), 0)
     hi = min(int(np.ceil(index + window)), len(v) - 1)
-    low = lo + int(np.argmin(v[lo:hi + 1]))
+    low = lo + int(np.argmin(v[lo : hi + 1]))
     below = v <= v[low] + tol * (np.median(v) - v[low])
     start, end = low, low
     while start > 0 and below[start - 1]:
@@ -275,13 +296,18 @@ def _p_value(null: NDArray[np.float64], residual: float) -> float:
     return float((1 + np.sum(null <= residual)) / (1 + null.size))
 
 
-def null_residuals(proxies: NDArray[np.floating], pca: TrajectoryPCA, sigma: NDArray[np.float64],
-                   n_surrogates: int, seed: int, options: dict[str, Any]) -> pd.DataFrame:
+def null_residuals(
+    proxies: NDArray[np.floating],
+    pca: TrajectoryPCA,
+    sigma: NDArray[np.float64],
+    n_surrogates: int,
+    seed: int,
+    options: dict[str, Any],
+) -> pd.DataFrame:
     """Best form residual of each surrogate (``inf``: none found), both families."""
     k = pca.n_components
     lengths = step_lengths(proxies)
-    walk_rng, phase_rng = (np.random.default_rng(s)
-                           for s in np.random.SeedSequence(seed).spawn(2))
+    walk_rng, phase_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     rows = []
     for s in range(n_surrogates):
         walk = walk_surrogate(lengths, proxies.shape[1], walk_rng)
@@ -292,11 +318,18 @@ def null_residuals(proxies: NDArray[np.floating], pca: TrajectoryPCA, sigma: NDA
     return pd.DataFrame(rows, columns=["family", "best_residual", "n_forms"])
 
 
-def _check_options(x: NDArray[np.floating], sigma: NDArray[np.float64], n_components: int,
-                   min_planes: int | None, n_surrogates: int) -> None:
+def _check_options(
+    x: NDArray[np.floating],
+    sigma: NDArray[np.float64],
+    n_components: int,
+    min_planes: int | None,
+    n_surrogates: int,
+) -> None:
     if x.shape[0] < min_samples(sigma):
-        raise ValueError(f"{x.shape[0]} checkpoints are fewer than the smoothing needs: σ up to "
-                         f"{sigma.max():g} requires at least {min_samples(sigma)}")
+        raise ValueError(
+            f"{x.shape[0]} checkpoints are fewer than the smoothing needs: σ up to "
+            f"{sigma.max():g} requires at least {min_samples(sigma)}"
+        )
     if n_components < 3:
         raise ValueError(f"a form needs at least 3 PCs (3 planes constrain the lift), got {n_components}")
     n_planes = n_components * (n_components - 1) // 2
@@ -314,21 +347,36 @@ def _columns(k: int) -> list[str]:
 def _row(form: Form, b6: pd.DataFrame, planes: list[Plane]) -> dict[str, Any]:
     kinds = {m.plane: m.kind[0].upper() for m in form.members}
     row: dict[str, Any] = {
-        "step": form.step, "index": form.index, "start": form.start, "end": form.end,
-        "residual": form.residual, "p_walk": form.p_walk, "p_phase": form.p_phase,
+        "step": form.step,
+        "index": form.index,
+        "start": form.start,
+        "end": form.end,
+        "residual": form.residual,
+        "p_walk": form.p_walk,
+        "p_phase": form.p_phase,
         "p_value": max(form.p_walk, form.p_phase),
-        "features": " ".join(kinds.get(p, "-") for p in planes)}
+        "features": " ".join(kinds.get(p, "-") for p in planes),
+    }
     for r in b6.itertuples():
         row[f"pc{r.pc}_b6"], row[f"pc{r.pc}_gap"], row[f"pc{r.pc}_crit"] = r.verdict, r.gap, r.crit
     return row
 
 
-def find_forms(proxies: ArrayLike, steps: ArrayLike, *, n_components: int = 3,
-               sigma: float | ArrayLike = 1.0, time_tol: float = 2.0,
-               min_planes: int | None = None, n_surrogates: int = 20, seed: int = 0,
-               influence_tol: float = 0.05, b6_tol: float = 0.1,
-               vertex_options: dict[str, Any] | None = None,
-               cusp_options: dict[str, Any] | None = None) -> FormSearch:
+def find_forms(
+    proxies: ArrayLike,
+    steps: ArrayLike,
+    *,
+    n_components: int = 3,
+    sigma: float | ArrayLike = 1.0,
+    time_tol: float = 2.0,
+    min_planes: int | None = None,
+    n_surrogates: int = 20,
+    seed: int = 0,
+    influence_tol: float = 0.05,
+    b6_tol: float = 0.1,
+    vertex_options: dict[str, Any] | None = None,
+    cusp_options: dict[str, Any] | None = None,
+) -> FormSearch:
     """Forms of the trajectory of ``proxies`` ``(T, D)`` at training ``steps`` ``(T,)``.
 
     Parameters
@@ -362,11 +410,18 @@ def find_forms(proxies: ArrayLike, steps: ArrayLike, *, n_components: int = 3,
     sig = check_sigma(sigma, n)
     _check_options(x, sig, n_components, min_planes, n_surrogates)
     pca = trajectory_pca(x, n_components, seed=seed)
-    options = {"time_tol": time_tol, "min_planes": min_planes,
-               "vertex_options": vertex_options, "cusp_options": cusp_options}
+    options = {
+        "time_tol": time_tol,
+        "min_planes": min_planes,
+        "vertex_options": vertex_options,
+        "cusp_options": cusp_options,
+    }
     found = detect(pca.scores, sig, **options)
-    null = (null_residuals(x, pca, sig, n_surrogates, seed, options) if n_surrogates and found.forms
-            else pd.DataFrame({"family": [], "best_residual": [], "n_forms": []}))
+    null = (
+        null_residuals(x, pca, sig, n_surrogates, seed, options)
+        if n_surrogates and found.forms
+        else pd.DataFrame({"family": [], "best_residual": [], "n_forms": []})
+    )
     walk = null.loc[null.family == "walk", "best_residual"].to_numpy(float)
     phase = null.loc[null.family == "phase", "best_residual"].to_numpy(float)
     norms = squared_distances(x, pca.mean)
@@ -375,10 +430,18 @@ def find_forms(proxies: ArrayLike, steps: ArrayLike, *, n_components: int = 3,
         pot = np.maximum(norms - 2.0 * pca.scores @ f.point_pc + f.point_pc @ f.point_pc, 0.0)
         window = time_tol * float(np.interp(f.index, grid, sig)) + 1.0
         a, b = influence_range(pot, f.index, tol=influence_tol, window=window)
-        form = Form(f.index, f.point_pc, f.residual, f.members, float(np.interp(f.index, grid, st)),
-                    pca.to_function_space(f.point_pc), float(st[a]), float(st[b]),
-                    _p_value(walk, f.residual) if walk.size else np.nan,
-                    _p_value(phase, f.residual) if phase.size else np.nan)
+        form = Form(
+            f.index,
+            f.point_pc,
+            f.residual,
+            f.members,
+            float(np.interp(f.index, grid, st)),
+            pca.to_function_space(f.point_pc),
+            float(st[a]),
+            float(st[b]),
+            _p_value(walk, f.residual) if walk.size else np.nan,
+            _p_value(phase, f.residual) if phase.size else np.nan,
+        )
         b6 = b6_check(found.smoothed, pca.scores, form, time_tol=time_tol, tol=b6_tol)
         forms.append(form)
         potentials.append(pot)

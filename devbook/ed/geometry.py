@@ -28,9 +28,9 @@ from scipy.signal import find_peaks
 
 from devbook.ed.smoothing import Smoothed, smooth
 
-FAR = 1e6          # centres of (near-)inflections are put this many curve extents away
-LOG_CLIP = 20.0    # log radius is clipped to ± this around log(extent)
-MIN_SIGMA = 1.0    # persistence scales never smooth below this (see devbook.ed.smoothing)
+FAR = 1e6  # centres of (near-)inflections are put this many curve extents away
+LOG_CLIP = 20.0  # log radius is clipped to ± this around log(extent)
+MIN_SIGMA = 1.0  # persistence scales never smooth below this (see devbook.ed.smoothing)
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,14 @@ def circles(sm: Smoothed) -> Circles:
     flat = moving & (np.abs(kappa) * extent * FAR <= 1.0)
     radius = np.divide(1.0, np.abs(kappa), out=np.full_like(kappa, np.inf), where=~flat & moving)
     radius[~moving] = 0.0
-    normal = np.divide(np.stack([-d1[:, 1], d1[:, 0]], 1), speed[:, None],
-                       out=np.zeros_like(d1), where=moving[:, None])
-    signed = np.where(flat, np.where(cross >= 0, 1.0, -1.0) * FAR * extent,
-                      np.sign(kappa) * np.where(np.isfinite(radius), radius, 0.0))
+    normal = np.divide(
+        np.stack([-d1[:, 1], d1[:, 0]], 1), speed[:, None], out=np.zeros_like(d1), where=moving[:, None]
+    )
+    signed = np.where(
+        flat,
+        np.where(cross >= 0, 1.0, -1.0) * FAR * extent,
+        np.sign(kappa) * np.where(np.isfinite(radius), radius, 0.0),
+    )
     centre = p + normal * signed[:, None]
     ncross = d1[:, 0] * d3[:, 1] - d1[:, 1] * d3[:, 0]
     g = ncross * v2 - 3.0 * cross * np.einsum("ij,ij->i", d1, d2)
@@ -105,8 +109,9 @@ def circles(sm: Smoothed) -> Circles:
     return Circles(p, d1, speed, kappa, radius, centre, g, np.abs(turn), sm.sigma)
 
 
-def osculating_circles(curve: ArrayLike | Smoothed, sigma: float | ArrayLike = 1.0, *,
-                       periodic: bool = False) -> Circles:
+def osculating_circles(
+    curve: ArrayLike | Smoothed, sigma: float | ArrayLike = 1.0, *, periodic: bool = False
+) -> Circles:
     """Signed curvature, radii and centres (the evolute) of a ``(T, 2)`` plane curve.
 
     ``curve`` is smoothed with ``sigma`` (samples; scalar or per sample) unless it is already a
@@ -154,8 +159,9 @@ def _prominence(c: Circles, pos: NDArray[np.float64], periodic: bool) -> NDArray
     return prom
 
 
-def _candidates(c: Circles, periodic: bool, min_prominence: float
-                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _candidates(
+    c: Circles, periodic: bool, min_prominence: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     pos = _sign_changes(c.g, periodic)
     prom = _prominence(c, pos, periodic)
     keep = prom >= min_prominence
@@ -166,10 +172,18 @@ def _table(pos: ArrayLike, reasons: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"position": np.asarray(pos, float), "reason": reasons})
 
 
-def vertices(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool = False,
-             min_prominence: float = 0.1, scales: tuple[float, ...] = (0.75, 1.33),
-             max_turn_deg: float = 30.0, min_radius_steps: float = 3.0,
-             cusp_speed: float = 0.1, edge: float = 4.0) -> Features:
+def vertices(
+    curve: ArrayLike,
+    sigma: float | ArrayLike = 1.0,
+    *,
+    periodic: bool = False,
+    min_prominence: float = 0.1,
+    scales: tuple[float, ...] = (0.75, 1.33),
+    max_turn_deg: float = 30.0,
+    min_radius_steps: float = 3.0,
+    cusp_speed: float = 0.1,
+    edge: float = 4.0,
+) -> Features:
     """Vertices of a ``(T, 2)`` plane curve: where ``dκ/ds`` changes sign, filtered.
 
     Parameters
@@ -195,15 +209,31 @@ def vertices(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool
     """
     sm = _plane(curve, sigma, periodic)
     others = [smooth(curve, np.maximum(sm.sigma * f, MIN_SIGMA), periodic=periodic) for f in scales]
-    return vertices_from(sm, others, scales, periodic=periodic, min_prominence=min_prominence,
-                         max_turn_deg=max_turn_deg, min_radius_steps=min_radius_steps,
-                         cusp_speed=cusp_speed, edge=edge)
+    return vertices_from(
+        sm,
+        others,
+        scales,
+        periodic=periodic,
+        min_prominence=min_prominence,
+        max_turn_deg=max_turn_deg,
+        min_radius_steps=min_radius_steps,
+        cusp_speed=cusp_speed,
+        edge=edge,
+    )
 
 
-def vertices_from(sm: Smoothed, others: list[Smoothed], scales: tuple[float, ...], *,
-                  periodic: bool = False, min_prominence: float = 0.1, max_turn_deg: float = 30.0,
-                  min_radius_steps: float = 3.0, cusp_speed: float = 0.1,
-                  edge: float = 4.0) -> Features:
+def vertices_from(
+    sm: Smoothed,
+    others: list[Smoothed],
+    scales: tuple[float, ...],
+    *,
+    periodic: bool = False,
+    min_prominence: float = 0.1,
+    max_turn_deg: float = 30.0,
+    min_radius_steps: float = 3.0,
+    cusp_speed: float = 0.1,
+    edge: float = 4.0,
+) -> Features:
     """:func:`vertices` from a smoothed plane curve and its smoothings at ``scales`` × σ."""
     c = circles(sm)
     n = len(c.speed)
@@ -218,22 +248,37 @@ def vertices_from(sm: Smoothed, others: list[Smoothed], scales: tuple[float, ...
         reasons[(d.min(1) > tol) & (reasons == "")] = f"not persistent at {f:g}σ"
     i = np.clip(np.rint(pos).astype(int), 0, n - 1)
     radius = _interp(c.radius, pos)
-    turn = np.degrees(np.maximum(c.turn_step[np.clip(i - 1, 0, n - 2)],
-                                 c.turn_step[np.clip(i, 0, n - 2)]))
+    turn = np.degrees(np.maximum(c.turn_step[np.clip(i - 1, 0, n - 2)], c.turn_step[np.clip(i, 0, n - 2)]))
     slow = _interp(c.speed, pos) < cusp_speed * np.median(c.speed)
     near_end = (pos < edge * c.sigma[0]) | (pos > n - 1 - edge * c.sigma[-1])
-    checks = [(slow, "cusp"), (near_end & (not periodic), "edge"),
-              (turn > max_turn_deg, f"spacing: a step turns the tangent by > {max_turn_deg:g}°"),
-              (radius < min_radius_steps * c.speed[i], f"spacing: radius < {min_radius_steps:g} steps")]
+    checks = [
+        (slow, "cusp"),
+        (near_end & (not periodic), "edge"),
+        (turn > max_turn_deg, f"spacing: a step turns the tangent by > {max_turn_deg:g}°"),
+        (radius < min_radius_steps * c.speed[i], f"spacing: radius < {min_radius_steps:g} steps"),
+    ]
     for bad, why in checks:
         reasons[bad & (reasons == "")] = why
     ok = reasons == ""
-    return Features("vertex", pos[ok], _interp(c.centre, pos[ok]), radius[ok], prom[ok],
-                    _table(pos[~ok], list(reasons[~ok])))
+    return Features(
+        "vertex",
+        pos[ok],
+        _interp(c.centre, pos[ok]),
+        radius[ok],
+        prom[ok],
+        _table(pos[~ok], list(reasons[~ok])),
+    )
 
 
-def cusps(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool = False,
-          max_speed: float = 0.1, min_turn_deg: float = 150.0, edge: float = 4.0) -> Features:
+def cusps(
+    curve: ArrayLike,
+    sigma: float | ArrayLike = 1.0,
+    *,
+    periodic: bool = False,
+    max_speed: float = 0.1,
+    min_turn_deg: float = 150.0,
+    edge: float = 4.0,
+) -> Features:
     """Cusps of a ``(T, 2)`` plane curve: speed minima under ``max_speed`` × the median speed
     where the tangent turns by at least ``min_turn_deg`` (≈ π) across ``±(2σ + 1)`` samples.
 
@@ -263,5 +308,6 @@ def cusps(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool = 
             keep.append(i), pos.append(p), turn.append(np.radians(ang))
     pos_arr = np.asarray(pos, float)
     centre = _interp(c.position, pos_arr) if pos else np.zeros((0, 2))
-    return Features("cusp", pos_arr, centre, np.zeros(len(pos)), np.asarray(turn, float),
-                    _table(dropped, reasons))
+    return Features(
+        "cusp", pos_arr, centre, np.zeros(len(pos)), np.asarray(turn, float), _table(dropped, reasons)
+    )

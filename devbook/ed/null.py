@@ -30,8 +30,8 @@ def step_lengths(proxies: ArrayLike) -> NDArray[np.float64]:
     out = np.empty(len(x) - 1)
     chunk = block_rows(x.shape[1])
     for i in range(0, len(x) - 1, chunk):
-        block = np.diff(x[i:i + chunk + 1].astype(np.float64), axis=0)
-        out[i:i + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        block = np.diff(x[i : i + chunk + 1].astype(np.float64), axis=0)
+        out[i : i + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
     return out
 
 

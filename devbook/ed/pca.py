@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.decomposition import PCA
 
-RANDOMIZED_ABOVE = 100   # randomised SVD when both sides exceed this and k is under a tenth
-BLOCK = 1 << 22          # entries per block for full-space passes (32 MiB of float64)
+RANDOMIZED_ABOVE = 100  # randomised SVD when both sides exceed this and k is under a tenth
+BLOCK = 1 << 22  # entries per block for full-space passes (32 MiB of float64)
 
 
 def block_rows(dim: int) -> int:
@@ -59,7 +59,7 @@ def check_proxies(proxies: ArrayLike, name: str = "proxies") -> NDArray[np.float
         raise ValueError(f"{name} needs at least 2 checkpoints and 1 dimension, got {arr.shape}")
     rows = block_rows(arr.shape[1])
     for i in range(0, len(arr), rows):
-        finite = np.isfinite(arr[i:i + rows]).all(axis=1)
+        finite = np.isfinite(arr[i : i + rows]).all(axis=1)
         if not finite.all():
             first = i + int(np.flatnonzero(~finite)[0])
             raise ValueError(f"{name} contains NaN or infinite values (first in row {first})")
@@ -76,14 +76,17 @@ def trajectory_pca(proxies: ArrayLike, n_components: int, *, seed: int = 0) -> T
     x = check_proxies(proxies)
     limit = min(x.shape)
     if not 1 <= n_components <= limit:
-        raise ValueError(f"n_components must be in [1, {limit}] for proxies of shape {x.shape}, "
-                         f"got {n_components}")
+        raise ValueError(
+            f"n_components must be in [1, {limit}] for proxies of shape {x.shape}, got {n_components}"
+        )
     randomized = limit > RANDOMIZED_ABOVE and n_components < 0.1 * limit
-    pca = PCA(n_components=n_components, svd_solver="randomized" if randomized else "full",
-              random_state=seed if randomized else None)
+    pca = PCA(
+        n_components=n_components,
+        svd_solver="randomized" if randomized else "full",
+        random_state=seed if randomized else None,
+    )
     scores = pca.fit_transform(x).astype(np.float64)
-    return TrajectoryPCA(scores, pca.explained_variance_ratio_.astype(np.float64),
-                         pca.components_, pca.mean_)
+    return TrajectoryPCA(scores, pca.explained_variance_ratio_.astype(np.float64), pca.components_, pca.mean_)
 
 
 def squared_distances(proxies: ArrayLike, point: ArrayLike) -> NDArray[np.float64]:
@@ -95,6 +98,6 @@ def squared_distances(proxies: ArrayLike, point: ArrayLike) -> NDArray[np.float6
     out = np.empty(len(x))
     rows = block_rows(x.shape[1])
     for i in range(0, len(x), rows):
-        block = x[i:i + rows].astype(np.float64) - p
-        out[i:i + rows] = np.einsum("ij,ij->i", block, block)
+        block = x[i : i + rows].astype(np.float64) - p
+        out[i : i + rows] = np.einsum("ij,ij->i", block, block)
     return out

@@ -17,10 +17,18 @@ from devbook.ed.geometry import Circles, Features
 VERTEX, CUSP, EVOLUTE = "#C44E52", "#4C72B0", "#8C8C8C"
 
 
-def draw_plane(ax: Axes, curve: ArrayLike, circles: Circles | None = None,
-               vertices: Features | None = None, cusps: Features | None = None, *,
-               n_circles: int = 0, labels: tuple[str, str] | None = None,
-               clip: float = 3.0, vertex_circles: bool = True) -> None:
+def draw_plane(
+    ax: Axes,
+    curve: ArrayLike,
+    circles: Circles | None = None,
+    vertices: Features | None = None,
+    cusps: Features | None = None,
+    *,
+    n_circles: int = 0,
+    labels: tuple[str, str] | None = None,
+    clip: float = 3.0,
+    vertex_circles: bool = True,
+) -> None:
     """Draw ``curve`` ``(T, 2)``; with ``circles``, its evolute (clipped to ``clip`` × the
     curve's extent around it) and ``n_circles`` evenly spaced osculating circles; vertices are
     marked on the curve, with their osculating circle and centre if ``vertex_circles``; cusps
@@ -31,14 +39,21 @@ def draw_plane(ax: Axes, curve: ArrayLike, circles: Circles | None = None,
         centre = circles.centre
         mid, size = c.mean(0), np.ptp(c, axis=0).max()
         inside = np.all(np.abs(centre - mid) < clip * size, axis=1)
-        ax.plot(np.where(inside, centre[:, 0], np.nan), np.where(inside, centre[:, 1], np.nan),
-                color=EVOLUTE, lw=0.8, ls="--")
+        ax.plot(
+            np.where(inside, centre[:, 0], np.nan),
+            np.where(inside, centre[:, 1], np.nan),
+            color=EVOLUTE,
+            lw=0.8,
+            ls="--",
+        )
         for i in np.linspace(0, len(c) - 1, n_circles + 2)[1:-1].astype(int):
             if np.isfinite(circles.radius[i]) and inside[i]:
-                ax.add_patch(Circle(centre[i], circles.radius[i], fill=False, lw=0.4,
-                                    color=EVOLUTE, alpha=0.6))
-    for pos, centre, radius in zip(*(vertices.position, vertices.centre, vertices.radius)
-                                   if vertices is not None else ((), (), ())):
+                ax.add_patch(
+                    Circle(centre[i], circles.radius[i], fill=False, lw=0.4, color=EVOLUTE, alpha=0.6)
+                )
+    for pos, centre, radius in zip(
+        *(vertices.position, vertices.centre, vertices.radius) if vertices is not None else ((), (), ())
+    ):
         point = [np.interp(pos, np.arange(len(c)), c[:, j]) for j in range(2)]
         ax.plot(*point, "o", color=VERTEX, ms=5)
         if vertex_circles:
@@ -52,8 +67,16 @@ def draw_plane(ax: Axes, curve: ArrayLike, circles: Circles | None = None,
         ax.set_ylabel(labels[1])
 
 
-def draw_potential(ax: Axes, steps: ArrayLike, potential: ArrayLike, *, start: float | None = None,
-                   end: float | None = None, step: float | None = None, label: str | None = None) -> None:
+def draw_potential(
+    ax: Axes,
+    steps: ArrayLike,
+    potential: ArrayLike,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    step: float | None = None,
+    label: str | None = None,
+) -> None:
     """A form potential against training steps, the influence range shaded, the form's step
     as a dotted line."""
     ax.plot(steps, potential, lw=1.2, label=label)

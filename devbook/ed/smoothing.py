@@ -22,8 +22,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter1d
 
-TRUNCATE = 8.0      # kernel radius in σ: at 4σ the derivative kernels leak ~1e-4 of a constant
-LEVEL_RATIO = 1.2   # largest ratio between adjacent σ levels of a varying schedule
+TRUNCATE = 8.0  # kernel radius in σ: at 4σ the derivative kernels leak ~1e-4 of a constant
+LEVEL_RATIO = 1.2  # largest ratio between adjacent σ levels of a varying schedule
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,9 @@ class Smoothed:
     def columns(self, cols: tuple[int, ...] | list[int]) -> Smoothed:
         """The same smoothing restricted to coordinates ``cols`` (e.g. one PC plane)."""
         cols = list(cols)
-        return Smoothed(self.position[:, cols], self.d1[:, cols], self.d2[:, cols],
-                        self.d3[:, cols], self.sigma)
+        return Smoothed(
+            self.position[:, cols], self.d1[:, cols], self.d2[:, cols], self.d3[:, cols], self.sigma
+        )
 
 
 def min_samples(sigma: ArrayLike) -> int:
@@ -52,8 +53,9 @@ def min_samples(sigma: ArrayLike) -> int:
     return max(7, 2 * int(np.ceil(2.0 * float(np.max(sigma)))) + 1)
 
 
-def sigma_schedule(n: int, start: float = 1.0, stop: float | None = None,
-                   flat: float = 0.0) -> NDArray[np.float64]:
+def sigma_schedule(
+    n: int, start: float = 1.0, stop: float | None = None, flat: float = 0.0
+) -> NDArray[np.float64]:
     """A σ per sample: ``start`` over the first fraction ``flat`` of the ``n`` samples, then
     rising linearly to ``stop`` at the last one (``stop=None``: constant ``start``).
 
@@ -77,8 +79,9 @@ def check_sigma(sigma: float | ArrayLike, n: int) -> NDArray[np.float64]:
     if arr.ndim == 0:
         arr = np.full(n, float(arr))
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"the σ schedule must be a scalar or have one value per sample "
-                         f"({n}), got shape {arr.shape}")
+        raise ValueError(
+            f"the σ schedule must be a scalar or have one value per sample ({n}), got shape {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError("the σ schedule must be positive and finite")
     return arr
@@ -106,14 +109,19 @@ def _levels(sigma: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.geomspace(lo, hi, count)
 
 
-def _filter_rows(padded: NDArray[np.float64], pad: int, rows: NDArray[np.intp],
-                 level: float) -> NDArray[np.float64]:
+def _filter_rows(
+    padded: NDArray[np.float64], pad: int, rows: NDArray[np.intp], level: float
+) -> NDArray[np.float64]:
     """Orders 0–3 of the Gaussian filter at ``level`` at sample indices ``rows``: (4, n, d)."""
     lo, hi = int(rows.min()), int(rows.max()) + 1
     margin = int(TRUNCATE * level + 0.5) + 1
-    block = padded[pad + lo - margin: pad + hi + margin]
-    out = np.stack([gaussian_filter1d(block, level, axis=0, order=m, mode="nearest",
-                                      truncate=TRUNCATE) for m in range(4)])
+    block = padded[pad + lo - margin : pad + hi + margin]
+    out = np.stack(
+        [
+            gaussian_filter1d(block, level, axis=0, order=m, mode="nearest", truncate=TRUNCATE)
+            for m in range(4)
+        ]
+    )
     return out[:, margin + rows - lo]
 
 
@@ -129,12 +137,18 @@ def smooth(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool =
     n = x.shape[0]
     sig = check_sigma(sigma, n)
     if n < min_samples(sig):
-        raise ValueError(f"{n} samples are fewer than the smoothing needs: σ up to "
-                         f"{sig.max():g} requires at least {min_samples(sig)}")
+        raise ValueError(
+            f"{n} samples are fewer than the smoothing needs: σ up to "
+            f"{sig.max():g} requires at least {min_samples(sig)}"
+        )
     levels = _levels(sig)
     pad = int(TRUNCATE * levels[-1] + 0.5) + 2
-    padded = np.pad(x, ((pad, pad), (0, 0)), mode="wrap" if periodic else "reflect",
-                    **({} if periodic else {"reflect_type": "odd"}))
+    padded = np.pad(
+        x,
+        ((pad, pad), (0, 0)),
+        mode="wrap" if periodic else "reflect",
+        **({} if periodic else {"reflect_type": "odd"}),
+    )
     out = np.zeros((4,) + x.shape)
     if len(levels) == 1:
         out[:] = _filter_rows(padded, pad, np.arange(n), levels[0])
@@ -143,7 +157,7 @@ def smooth(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool =
         below = np.minimum(np.floor(pos).astype(int), len(levels) - 2)
         frac = (pos - below)[None, :, None]
         for j, level in enumerate(levels):
-            use_lo, use_hi = below == j, below == j - 1   # j is the lower / upper bracket
+            use_lo, use_hi = below == j, below == j - 1  # j is the lower / upper bracket
             rows = np.flatnonzero(use_lo | use_hi)
             if rows.size == 0:
                 continue

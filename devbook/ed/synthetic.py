@@ -75,8 +75,9 @@ def brownian(n: int, dim: int, rng: np.random.Generator) -> NDArray[np.float64]:
     return np.vstack([np.zeros(dim), np.cumsum(steps, axis=0)])
 
 
-def _embed(curve: NDArray[np.float64], dim: int, noise: float, rng: np.random.Generator
-           ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+def _embed(
+    curve: NDArray[np.float64], dim: int, noise: float, rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """``offset + curve @ frame + noise``; returns (proxies, frame, offset)."""
     frame = np.linalg.qr(rng.standard_normal((dim, curve.shape[1])))[0].T
     offset = rng.standard_normal(dim)
@@ -125,8 +126,16 @@ class ToyForm:
     u: NDArray[np.float64]
 
 
-def toy_form(n: int = 600, duration: float = 40.0, fast: float = 0.05, drive: float = 0.05,
-             slow: float = 0.01, dim: int = 60, noise: float = 1e-4, seed: int = 0) -> ToyForm:
+def toy_form(
+    n: int = 600,
+    duration: float = 40.0,
+    fast: float = 0.05,
+    drive: float = 0.05,
+    slow: float = 0.01,
+    dim: int = 60,
+    noise: float = 1e-4,
+    seed: int = 0,
+) -> ToyForm:
     """The toy model of a form (paper App. B.4), as a gradient flow.
 
     The outputs on a subset S of inputs are ``f_S(u) = h + (1 + u⁴)(cos u, sin u)``: the
@@ -146,8 +155,9 @@ def toy_form(n: int = 600, duration: float = 40.0, fast: float = 0.05, drive: fl
         return np.concatenate([[-grad_u], -2.0 * slow * (v - v_star)])
 
     steps = np.linspace(0.0, duration, n)
-    sol = solve_ivp(flow, (0.0, duration), [-1.5, 0.0, 0.0], t_eval=steps, method="LSODA",
-                    rtol=1e-10, atol=1e-12)
+    sol = solve_ivp(
+        flow, (0.0, duration), [-1.5, 0.0, 0.0], t_eval=steps, method="LSODA", rtol=1e-10, atol=1e-12
+    )
     u, v = sol.y[0], sol.y[1:].T
     f_s = (1.0 + u**4)[:, None] * np.column_stack([np.cos(u), np.sin(u)])
     curve = np.column_stack([f_s, v])

@@ -48,11 +48,27 @@ _PAPER: dict[str, Any] = {
 #: Training configs per preset (each a full run config).
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
-    "cpu": {**_PAPER, "d_model": 128, "d_head": 16, "n_ctx": 32, "batch_size": 16,
-            "lr": 0.003, "num_steps": 20_000, "n_log_checkpoints": 40,
-            "n_linear_checkpoints": 20, "log_every": 50},
-    "smoke": {**_PAPER, "n_ctx": 32, "batch_size": 4, "num_steps": 30, "n_log_checkpoints": 6,
-              "n_linear_checkpoints": 3, "log_every": 5},
+    "cpu": {
+        **_PAPER,
+        "d_model": 128,
+        "d_head": 16,
+        "n_ctx": 32,
+        "batch_size": 16,
+        "lr": 0.003,
+        "num_steps": 20_000,
+        "n_log_checkpoints": 40,
+        "n_linear_checkpoints": 20,
+        "log_every": 50,
+    },
+    "smoke": {
+        **_PAPER,
+        "n_ctx": 32,
+        "batch_size": 4,
+        "num_steps": 30,
+        "n_log_checkpoints": 6,
+        "n_linear_checkpoints": 3,
+        "log_every": 5,
+    },
 }
 
 #: What the ``cpu`` preset changes and why (shown in the chapter).
@@ -64,7 +80,8 @@ CPU_PRESET_NOTE = (
     "the best first-layer head's previous-token score reached 0.30 after 6,000 steps with a "
     "32-token context, 0.19 after 8,000 with 64 tokens, 0.11 after 6,000 with 128, and 0.04 "
     "after 5,000-6,000 with 256 or 512. No context tried gave induction heads within the "
-    "chapter's ~40-minute budget (a step takes about 67 ms on one core).")
+    "chapter's ~40-minute budget (a step takes about 67 ms on one core)."
+)
 
 # SGLD presets (rows of devbook.setting.SGLDPreset; nβ None = m / log m, paper App. E.3.1).
 _SGLD_PAPER: dict[str, Any] = {
@@ -75,8 +92,8 @@ _SGLD_PAPER: dict[str, Any] = {
     "gamma": 300.0,
     "nbeta": None,
     "seed": 0,
-    "every": 1,               # estimate at every k-th checkpoint
-    "num_samples": 10_000,    # SGLD data: windows from the SGLD split
+    "every": 1,  # estimate at every k-th checkpoint
+    "num_samples": 10_000,  # SGLD data: windows from the SGLD split
     "init_loss_batch_size": 32,
 }
 #: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
@@ -87,10 +104,17 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
     # draw 20 to 80; split-R̂ 1.08, 1.10), ε = 1e-3 nearly flat over the second half
     # (2.64 → 2.79, 2.69 → 2.82; R̂ 1.01, 1.00), ε = 3e-3 flat but higher (3.51, 3.60); none
     # diverged. The same ε, γ were chosen for the earlier 128-token cpu run.
-    "cpu": {**_SGLD_PAPER, "num_chains": 2, "num_draws": 80, "batch_size": 32,
-            "epsilon": 0.001, "gamma": 300.0, "num_samples": 512, "every": 3},
-    "smoke": {**_SGLD_PAPER, "num_chains": 2, "num_draws": 5, "batch_size": 4,
-              "num_samples": 16},
+    "cpu": {
+        **_SGLD_PAPER,
+        "num_chains": 2,
+        "num_draws": 80,
+        "batch_size": 32,
+        "epsilon": 0.001,
+        "gamma": 300.0,
+        "num_samples": 512,
+        "every": 3,
+    },
+    "smoke": {**_SGLD_PAPER, "num_chains": 2, "num_draws": 5, "batch_size": 4, "num_samples": 16},
 }
 # Sizes of the behavioural metrics: validation windows and synthetic head-probe sequences.
 #: Evaluation sizes per preset.
@@ -103,8 +127,12 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check a full language run config; return it, or raise ``ValueError`` saying what is wrong."""
-    presets.check_config(config, NAME, _PAPER, ("n_layers", "d_model", "n_heads", "d_head",
-                                                  "batch_size", "num_steps", "log_every"))
+    presets.check_config(
+        config,
+        NAME,
+        _PAPER,
+        ("n_layers", "d_model", "n_heads", "d_head", "batch_size", "num_steps", "log_every"),
+    )
     if config["n_layers"] not in (1, 2):
         raise ValueError(f"n_layers must be 1 or 2 (the paper's models), got {config['n_layers']}")
     if config["n_ctx"] < 8:
@@ -115,6 +143,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         if config[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {config[name]}")
     if config["lr"] <= 0 or config["weight_decay"] < 0:
-        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {config['lr']}, "
-                         f"{config['weight_decay']}")
+        raise ValueError(
+            f"lr must be > 0 and weight_decay >= 0, got {config['lr']}, {config['weight_decay']}"
+        )
     return config

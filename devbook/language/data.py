@@ -40,13 +40,13 @@ class LanguageData:
         bos = torch.full((len(offsets), 1), tk.BOS_ID, dtype=torch.long)
         return torch.cat([bos, body], dim=1)
 
-    def sample(self, split: str, batch_size: int, n_ctx: int,
-               generator: torch.Generator) -> torch.Tensor:
+    def sample(self, split: str, batch_size: int, n_ctx: int, generator: torch.Generator) -> torch.Tensor:
         """A random batch of windows ``(batch_size, n_ctx)`` (long) from ``split``."""
         n = len(self.streams[split]) - n_ctx
         if n < 1:
-            raise ValueError(f"split {split!r} has {len(self.streams[split])} tokens, fewer than "
-                             f"n_ctx = {n_ctx}")
+            raise ValueError(
+                f"split {split!r} has {len(self.streams[split])} tokens, fewer than n_ctx = {n_ctx}"
+            )
         offsets = torch.randint(0, n, (batch_size,), generator=generator)
         return self.windows(split, offsets, n_ctx)
 
@@ -56,8 +56,10 @@ class LanguageData:
         k = -(-n_tokens // (n_ctx - 1))
         n = len(self.streams[split]) - k * (n_ctx - 1)
         if n < 1:
-            raise ValueError(f"split {split!r} has {len(self.streams[split])} tokens, fewer than "
-                             f"{k} windows of {n_ctx - 1}")
+            raise ValueError(
+                f"split {split!r} has {len(self.streams[split])} tokens, fewer than "
+                f"{k} windows of {n_ctx - 1}"
+            )
         start = torch.randint(0, n, (1,), generator=torch.Generator().manual_seed(seed))
         return self.windows(split, start + torch.arange(k) * (n_ctx - 1), n_ctx)
 
@@ -74,8 +76,9 @@ def _documents(data: str, split_seed: int) -> dict[str, list[corpus.Document]]:
 
     path = Path(data)
     if not path.exists():
-        raise ValueError(f"data must be 'corpus' or a folder saved with datasets' save_to_disk; "
-                         f"{path} does not exist")
+        raise ValueError(
+            f"data must be 'corpus' or a folder saved with datasets' save_to_disk; {path} does not exist"
+        )
     n = len(datasets.load_from_disk(str(path)))
     k = max(1, n // 20)
     return corpus.load_pile(path, n_train=n - 2 * k, n_sgld=k, n_validation=k)

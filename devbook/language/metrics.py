@@ -68,25 +68,25 @@ def bigram_counts(stream: np.ndarray, d_vocab: int) -> sp.csr_matrix:
 class MetricData:
     """Fixed evaluation inputs of one run (shapes in the field comments)."""
 
-    windows: torch.Tensor          # (n_eval, n_ctx) validation windows, BOS first
-    bigram: sp.csr_matrix          # (d_vocab, d_vocab) row-normalised empirical bigram table
+    windows: torch.Tensor  # (n_eval, n_ctx) validation windows, BOS first
+    bigram: sp.csr_matrix  # (d_vocab, d_vocab) row-normalised empirical bigram table
     ngrams: dict[int, torch.Tensor]  # n -> (<=1000, n) common n-grams (5k-token ids)
     prev_seqs: list[torch.Tensor]  # batches (b, L) of random sequences, one L per batch
-    prefix_seqs: torch.Tensor      # (n_synthetic, L) sequences "… A B … A …"
-    prefix_query: torch.Tensor     # (n_synthetic,) position of the second A
-    prefix_key: torch.Tensor       # (n_synthetic,) position of B
+    prefix_seqs: torch.Tensor  # (n_synthetic, L) sequences "… A B … A …"
+    prefix_query: torch.Tensor  # (n_synthetic,) position of the second A
+    prefix_key: torch.Tensor  # (n_synthetic,) position of B
 
 
-def metric_data(data: LanguageData, n_ctx: int, d_vocab: int, n_eval: int, n_synthetic: int,
-                seed: int = 0) -> MetricData:
+def metric_data(
+    data: LanguageData, n_ctx: int, d_vocab: int, n_eval: int, n_synthetic: int, seed: int = 0
+) -> MetricData:
     """Build the evaluation inputs (validation windows, bigram table, n-grams, synthetic data)."""
     g = torch.Generator().manual_seed(seed)
     windows = data.fixed("validation", n_eval, n_ctx, seed)
     counts = bigram_counts(data.streams["train"], d_vocab)
     rows = np.asarray(counts.sum(axis=1)).ravel()
     bigram = sp.diags(1.0 / np.maximum(rows, 1.0)) @ counts
-    ngrams = {n: torch.from_numpy(tk.common_ngrams(data.tokenizer, data.large_tokenizer, n))
-              for n in (3, 4)}
+    ngrams = {n: torch.from_numpy(tk.common_ngrams(data.tokenizer, data.large_tokenizer, n)) for n in (3, 4)}
     # previous-token data: lengths 16..64 (clipped to the context), grouped by length
     lengths = torch.randint(16, 65, (n_synthetic,), generator=g).clamp(max=n_ctx)
     prev = []
@@ -131,7 +131,7 @@ def evaluate(model: nn.Module, md: MetricData, batch_size: int = 16) -> dict[str
     n_ctx = md.windows.shape[1]
     losses, ablated, bigram_ce, bigram_h = [], [], [], []
     for start in range(0, len(md.windows), batch_size):
-        tokens = md.windows[start:start + batch_size]
+        tokens = md.windows[start : start + batch_size]
         logits = model(tokens, return_type="logits")[:, :-1]
         logp = torch.log_softmax(logits.double(), dim=-1)
         losses.append(-logp.gather(-1, tokens[:, 1:, None]).squeeze(-1))
@@ -187,8 +187,9 @@ def evaluate(model: nn.Module, md: MetricData, batch_size: int = 16) -> dict[str
 
 
 @torch.no_grad()
-def token_loss_change(before: nn.Module, after: nn.Module, tokens: torch.Tensor,
-                      tokenizer: object) -> tuple[list[str], np.ndarray]:
+def token_loss_change(
+    before: nn.Module, after: nn.Module, tokens: torch.Tensor, tokenizer: object
+) -> tuple[list[str], np.ndarray]:
     """Per-token loss change ``after − before`` on a passage (Figure 17).
 
     ``tokens``: one window ``(n,)`` or consecutive windows ``(k, n)`` (as from
@@ -209,8 +210,7 @@ def induction_opportunity(windows: torch.Tensor) -> float:
     are not counted (no earlier token / no target).
     """
     if windows.ndim != 2 or windows.shape[1] < 3:
-        raise ValueError(f"windows must have shape (batch, n) with n >= 3, "
-                         f"got {tuple(windows.shape)}")
+        raise ValueError(f"windows must have shape (batch, n) with n >= 3, got {tuple(windows.shape)}")
     n = windows.shape[1]
     same = windows[:, :-1, None] == windows[:, None, :-1]  # [b, i, j]: tokens[i] == tokens[j]
     follow = windows[:, 1:, None] == windows[:, None, 1:]  # tokens[i+1] == tokens[j+1]
@@ -219,16 +219,22 @@ def induction_opportunity(windows: torch.Tensor) -> float:
     return float(hit.float().mean())
 
 
-def evaluate_run(run: Run, build_model: Callable[[int], nn.Module], md: MetricData,
-                 steps: list[int], md_key: dict, progress: bool = True) -> dict[str, np.ndarray]:
+def evaluate_run(
+    run: Run,
+    build_model: Callable[[int], nn.Module],
+    md: MetricData,
+    steps: list[int],
+    md_key: dict,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """:func:`evaluate` at every checkpoint in ``steps``, cached per step in the run store.
 
     ``build_model(step)`` loads a checkpoint; ``md_key`` (JSON) identifies how ``md`` was built
     (part of the cache key). Returns ``{"step": (S,), metric: (S, ...)}`` stacked over steps.
     """
-    results = evaluate_checkpoints(run, "lm-metrics", md_key, steps,
-                                   lambda step: evaluate(build_model(step), md),
-                                   progress=progress)
+    results = evaluate_checkpoints(
+        run, "lm-metrics", md_key, steps, lambda step: evaluate(build_model(step), md), progress=progress
+    )
     out = {"step": np.asarray(steps)}
     for key in results[0]:
         out[key] = np.stack([r[key] for r in results])

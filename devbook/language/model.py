@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from tqdm import TqdmWarning
 
 with warnings.catch_warnings():
@@ -29,10 +28,19 @@ with warnings.catch_warnings():
 def hooked_config(config: dict[str, Any]) -> HookedTransformerConfig:
     """The TransformerLens config of a language run config."""
     return HookedTransformerConfig(
-        n_layers=config["n_layers"], d_model=config["d_model"], n_heads=config["n_heads"],
-        d_head=config["d_head"], n_ctx=config["n_ctx"], d_vocab=config["d_vocab"],
-        act_fn=None, attn_only=True, positional_embedding_type="shortformer",
-        normalization_type="LN", default_prepend_bos=False, device="cpu")
+        n_layers=config["n_layers"],
+        d_model=config["d_model"],
+        n_heads=config["n_heads"],
+        d_head=config["d_head"],
+        n_ctx=config["n_ctx"],
+        d_vocab=config["d_vocab"],
+        act_fn=None,
+        attn_only=True,
+        positional_embedding_type="shortformer",
+        normalization_type="LN",
+        default_prepend_bos=False,
+        device="cpu",
+    )
 
 
 def make_model(config: dict[str, Any], seed: int | None = None) -> HookedTransformer:
@@ -57,5 +65,6 @@ def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Mean next-token loss of ``batch = (tokens,)`` (the signature ``devbook.llc`` expects)."""
     (tokens,) = batch
     logits = model(tokens, return_type="logits")
-    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                       tokens[:, 1:].reshape(-1))
+    return nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+    )

@@ -19,8 +19,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
-def plot_token_changes(fig: Figure, words: Sequence[str], deltas: np.ndarray,
-                       title: str | None = None, fontsize: float = 8.0) -> None:
+def plot_token_changes(
+    fig: Figure, words: Sequence[str], deltas: np.ndarray, title: str | None = None, fontsize: float = 8.0
+) -> None:
     """Lay out ``words`` as wrapped text on ``fig``, each shaded by ``deltas`` (same length).
 
     The colour scale is symmetric around 0 (blue = lower loss after the stage, red = higher).
@@ -52,14 +53,27 @@ def plot_token_changes(fig: Figure, words: Sequence[str], deltas: np.ndarray,
     for line in lines:
         x = 0.01
         for w, d in line:
-            ax.text(x, y, w, fontsize=fontsize, family="monospace", va="center",
-                    bbox={"facecolor": cmap(norm(d)), "edgecolor": "none", "pad": 0.5})
+            ax.text(
+                x,
+                y,
+                w,
+                fontsize=fontsize,
+                family="monospace",
+                va="center",
+                bbox={"facecolor": cmap(norm(d)), "edgecolor": "none", "pad": 0.5},
+            )
             x += len(w) * char
         y -= step
 
 
-def plot_head_scores(ax: Axes, steps: np.ndarray, scores: np.ndarray, labels: Sequence[str],
-                     highlight: Sequence[int] = (), ylabel: str = "") -> None:
+def plot_head_scores(
+    ax: Axes,
+    steps: np.ndarray,
+    scores: np.ndarray,
+    labels: Sequence[str],
+    highlight: Sequence[int] = (),
+    ylabel: str = "",
+) -> None:
     """``scores`` ``(S, n_heads)`` over ``steps``: grey lines, highlighted heads in colour."""
     for h, label in enumerate(labels):
         if h in highlight:
@@ -85,8 +99,9 @@ def _panel_positions(ax: Axes, res: dict[str, np.ndarray], positions: Sequence[i
     ax.legend(fontsize=6, ncol=2)
 
 
-def evidence_figure(res: dict[str, np.ndarray], stages: pd.DataFrame, n_layers: int,
-                    n_ctx: int, threshold: float) -> Figure:
+def evidence_figure(
+    res: dict[str, np.ndarray], stages: pd.DataFrame, n_layers: int, n_ctx: int, threshold: float
+) -> Figure:
     """The six evidence panels of the language stages (paper App. C.2–C.3), stages shaded.
 
     ``res`` is :func:`devbook.language.metrics.evaluate_run`'s output; heads whose final score
@@ -110,17 +125,27 @@ def evidence_figure(res: dict[str, np.ndarray], stages: pd.DataFrame, n_layers: 
     axes[0, 1].set_title("LM2: n-gram score (C.2.2)", fontsize=9)
     axes[0, 1].legend(fontsize=7)
     _panel_positions(axes[1, 0], res, lm.ablation_positions(n_ctx))
-    plot_head_scores(axes[1, 1], res["step"], res["prev_token"], lm.head_labels(1, n_heads),
-                     heads_above(res["prev_token"], threshold), "attention")
+    plot_head_scores(
+        axes[1, 1],
+        res["step"],
+        res["prev_token"],
+        lm.head_labels(1, n_heads),
+        heads_above(res["prev_token"], threshold),
+        "attention",
+    )
     axes[1, 1].set_title("LM3: previous-token score, first-layer heads (C.3.3)", fontsize=9)
-    plot_head_scores(axes[2, 0], res["step"], res["prefix_matching"],
-                     lm.head_labels(n_layers, n_heads),
-                     heads_above(res["prefix_matching"], threshold), "attention")
+    plot_head_scores(
+        axes[2, 0],
+        res["step"],
+        res["prefix_matching"],
+        lm.head_labels(n_layers, n_heads),
+        heads_above(res["prefix_matching"], threshold),
+        "attention",
+    )
     axes[2, 0].set_title(f"LM4: prefix-matching score, layer-{n_layers} heads (C.3.4)", fontsize=9)
     axes[2, 1].plot(res["step"], res["icl_score"], "o-", ms=3)
     early, late = lm.icl_positions(n_ctx)
-    axes[2, 1].set_title(f"LM4: ICL score, loss at token {late} − token {early} (C.2.3)",
-                         fontsize=9)
+    axes[2, 1].set_title(f"LM4: ICL score, loss at token {late} − token {early} (C.2.3)", fontsize=9)
     for ax in axes.flat:
         log_time_axis(ax)
         shade_stages(ax, stages, prefix="LM", label=False)

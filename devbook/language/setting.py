@@ -19,7 +19,7 @@ from devbook.language import config as cfg
 from devbook.language.data import language_data
 from devbook.language.model import loss_fn, make_model
 from devbook.language.train import make_trainer
-from devbook.setting import Batch, SGLDPreset, Setting
+from devbook.setting import Batch, Setting, SGLDPreset
 from devbook.training import StandardTrainer, checkpoint_schedule
 
 SGLD_DATA_SEED = 1  # offsets of the fixed SGLD windows (independent of the SGLD seed)
@@ -39,16 +39,16 @@ class LanguageSetting(Setting):
     def make_model(self, config: dict[str, Any]) -> nn.Module:
         return make_model(config)
 
-    def make_trainer(self, config: dict[str, Any],
-                     device: str | torch.device = "cpu") -> StandardTrainer:
+    def make_trainer(self, config: dict[str, Any], device: str | torch.device = "cpu") -> StandardTrainer:
         return make_trainer(config, device)
 
     def loss_fn(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return loss_fn(model, batch)
 
     def checkpoint_steps(self, config: dict[str, Any]) -> list[int]:
-        return checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
-                                   config["n_linear_checkpoints"])
+        return checkpoint_schedule(
+            config["num_steps"], config["n_log_checkpoints"], config["n_linear_checkpoints"]
+        )
 
     def sgld_data(self, config: dict[str, Any], sgld: SGLDPreset) -> Batch:
         data = language_data(config)

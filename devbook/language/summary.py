@@ -20,8 +20,7 @@ def largest_drop_stage(stages: pd.DataFrame, steps: np.ndarray, values: np.ndarr
     return int(np.argmin(drops))
 
 
-def formation_window(steps: np.ndarray, best: np.ndarray, llc_steps: np.ndarray,
-                     llc: np.ndarray) -> str:
+def formation_window(steps: np.ndarray, best: np.ndarray, llc_steps: np.ndarray, llc: np.ndarray) -> str:
     """When the best head's score ``best`` (per step) makes 20–80 % of its rise, with λ̂ there.
 
     Empty when the score rose by 0.1 or less over training.
@@ -32,13 +31,21 @@ def formation_window(steps: np.ndarray, best: np.ndarray, llc_steps: np.ndarray,
     s20 = int(steps[np.argmax(rise >= 0.2 * rise[-1])])
     s80 = int(steps[np.argmax(rise >= 0.8 * rise[-1])])
     llc_at = dict(zip(llc_steps, llc))
-    return (f"The best score makes 20–80 % of its rise between steps {s20:,} and {s80:,}, over "
-            f"which $\\hat\\lambda$ goes from {llc_at[s20]:.2f} to {llc_at[s80]:.2f} (its lowest "
-            f"value after step 100: {min(v for k, v in llc_at.items() if k > 100):.2f}).")
+    return (
+        f"The best score makes 20–80 % of its rise between steps {s20:,} and {s80:,}, over "
+        f"which $\\hat\\lambda$ goes from {llc_at[s20]:.2f} to {llc_at[s80]:.2f} (its lowest "
+        f"value after step 100: {min(v for k, v in llc_at.items() if k > 100):.2f})."
+    )
 
 
-def verdicts(res: dict[str, np.ndarray], stages: pd.DataFrame, llc_steps: np.ndarray,
-             llc: np.ndarray, n_layers: int, threshold: float) -> list[str]:
+def verdicts(
+    res: dict[str, np.ndarray],
+    stages: pd.DataFrame,
+    llc_steps: np.ndarray,
+    llc: np.ndarray,
+    n_layers: int,
+    threshold: float,
+) -> list[str]:
     """One markdown line each on the stages found and on the evidence for LM1–LM4."""
     n_heads = res["prev_token"].shape[-1]
     first, last = lm.head_labels(1, n_heads), lm.head_labels(n_layers, n_heads)

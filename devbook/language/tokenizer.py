@@ -45,9 +45,13 @@ def train_bpe(texts: Sequence[str], vocab_size: int = 5000, cache: bool = True) 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS], min_frequency=2,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS],
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     if cache:
         tmp = path.with_suffix(".tmp")
@@ -92,8 +96,12 @@ def tokenizer_stats(tok: Tokenizer, texts: Sequence[str]) -> dict[str, float]:
     """Vocabulary size, tokens, and bytes per token of ``tok`` on ``texts`` (for the chapter)."""
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_tokens = sum(len(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=False))
-    return {"vocab_size": tok.get_vocab_size(), "tokens": n_tokens, "bytes": n_bytes,
-            "bytes_per_token": n_bytes / max(n_tokens, 1)}
+    return {
+        "vocab_size": tok.get_vocab_size(),
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+        "bytes_per_token": n_bytes / max(n_tokens, 1),
+    }
 
 
 def tokenizer_path(texts: Sequence[str], vocab_size: int) -> Path:

@@ -36,13 +36,13 @@ def make_trainer(config: dict[str, Any], device: str | torch.device = "cpu") -> 
     config = validate(dict(config))
     data = language_data(config)
     model = make_model(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], betas=(0.9, 0.999),
-                            weight_decay=config["weight_decay"])
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=config["lr"], betas=(0.9, 0.999), weight_decay=config["weight_decay"]
+    )
     batch_size, n_ctx = config["batch_size"], config["n_ctx"]
 
     def batch_loss(trainer: StandardTrainer, step: int) -> torch.Tensor:
         tokens = data.sample("train", batch_size, n_ctx, trainer.generators["data"])
         return loss_fn(trainer.model, (tokens.to(device),))
 
-    return StandardTrainer(model, opt, batch_loss, None,
-                           {"data": generator(config["seed"], "train-data")})
+    return StandardTrainer(model, opt, batch_loss, None, {"data": generator(config["seed"], "train-data")})

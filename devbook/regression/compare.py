@@ -19,12 +19,14 @@ from devbook.stages import stage_of
 
 PAPER_STEPS = 500_000
 PAPER_MAX_LR = 0.003
-PAPER_STAGES = pd.DataFrame({
-    "stage": ["LR1", "LR2", "LR3", "LR4", "LR5"],
-    "start": [0, 1_000, 40_000, 126_000, 320_000],
-    "end": [1_000, 40_000, 126_000, 320_000, 500_000],
-    "type": ["A", "A", "B", "B", "A"],
-})  # paper §4.2 and Table 2 (seed 1)
+PAPER_STAGES = pd.DataFrame(
+    {
+        "stage": ["LR1", "LR2", "LR3", "LR4", "LR5"],
+        "start": [0, 1_000, 40_000, 126_000, 320_000],
+        "end": [1_000, 40_000, 126_000, 320_000, 500_000],
+        "type": ["A", "A", "B", "B", "A"],
+    }
+)  # paper §4.2 and Table 2 (seed 1)
 
 
 def cumulative_lr(total_steps: int, max_lr: float) -> np.ndarray:
@@ -42,42 +44,50 @@ def paper_equivalent(steps: np.ndarray | list[int], total_steps: int, max_lr: fl
 def stages_on_paper_axis(stages: pd.DataFrame, total_steps: int, max_lr: float) -> pd.DataFrame:
     """``stages`` with the fractions of training and the paper-equivalent steps of its ends."""
     return stages.assign(
-        frac_start=stages["start"] / total_steps, frac_end=stages["end"] / total_steps,
+        frac_start=stages["start"] / total_steps,
+        frac_end=stages["end"] / total_steps,
         paper_eq_start=paper_equivalent(stages["start"], total_steps, max_lr),
-        paper_eq_end=paper_equivalent(stages["end"], total_steps, max_lr))
+        paper_eq_end=paper_equivalent(stages["end"], total_steps, max_lr),
+    )
 
 
 def headline_metrics(mt: pd.DataFrame, task_dim: int) -> pd.DataFrame:
     """A few headline metrics per checkpoint (index: step) from the metrics table ``mt``."""
     ln_cols = [c for c in mt.columns if c.startswith("ln_collapse_")]
-    attn = [c for q in "xy" for c in sorted(mt.columns)
-            if c.startswith("attn_entropy_") and c.endswith(q)]
-    smallest = (mt[f"emb_sv{task_dim}"] if f"emb_sv{task_dim}" in mt
-                else mt.filter(like="emb_sv").iloc[:, -1])
-    return pd.DataFrame({
-        "test loss": mt["loss"],
-        "dist. to task prior": mt["prior_dist_task_prior"],
-        "dist. to zero": mt["prior_dist_zero"],
-        "ICL_1:D": mt["icl_1_D"],
-        "ICL_D:K": mt["icl_D_K"],
-        "smallest emb. SV": smallest,
-        "emb/pos alignment": mt["emb_pos_alignment"],
-        "LN collapse (mean)": mt[ln_cols].mean(axis=1),
-        "attn entropy (mean)": mt[attn].mean(axis=1),
-    }, index=mt.index)
+    attn = [c for q in "xy" for c in sorted(mt.columns) if c.startswith("attn_entropy_") and c.endswith(q)]
+    smallest = mt[f"emb_sv{task_dim}"] if f"emb_sv{task_dim}" in mt else mt.filter(like="emb_sv").iloc[:, -1]
+    return pd.DataFrame(
+        {
+            "test loss": mt["loss"],
+            "dist. to task prior": mt["prior_dist_task_prior"],
+            "dist. to zero": mt["prior_dist_zero"],
+            "ICL_1:D": mt["icl_1_D"],
+            "ICL_D:K": mt["icl_D_K"],
+            "smallest emb. SV": smallest,
+            "emb/pos alignment": mt["emb_pos_alignment"],
+            "LN collapse (mean)": mt[ln_cols].mean(axis=1),
+            "attn entropy (mean)": mt[attn].mean(axis=1),
+        },
+        index=mt.index,
+    )
 
 
 def describe_stages(stages: pd.DataFrame, evidence: pd.DataFrame) -> str:
     """One markdown line per stage from the computed changes ``evidence`` (no typed numbers)."""
     lines = []
     for row, (_, ch) in zip(stages.itertuples(), evidence.iterrows()):
-        parts = [f"loss {ch['test loss']:+.3g}", f"LLC {row.dllc:+.3g}",
-                 f"distance to the task-prior prediction {ch['dist. to task prior']:+.3g}",
-                 f"ICL$_{{1:D}}$ {ch['ICL_1:D']:+.3g}", f"ICL$_{{D:K}}$ {ch['ICL_D:K']:+.3g}",
-                 f"LN collapse {ch['LN collapse (mean)']:+.3g}",
-                 f"attention entropy {ch['attn entropy (mean)']:+.3g}"]
-        lines.append(f"- **{row.stage}** (type {row.type}, steps {row.start:,}–{row.end:,}): "
-                     + ", ".join(parts) + ".")
+        parts = [
+            f"loss {ch['test loss']:+.3g}",
+            f"LLC {row.dllc:+.3g}",
+            f"distance to the task-prior prediction {ch['dist. to task prior']:+.3g}",
+            f"ICL$_{{1:D}}$ {ch['ICL_1:D']:+.3g}",
+            f"ICL$_{{D:K}}$ {ch['ICL_D:K']:+.3g}",
+            f"LN collapse {ch['LN collapse (mean)']:+.3g}",
+            f"attention entropy {ch['attn entropy (mean)']:+.3g}",
+        ]
+        lines.append(
+            f"- **{row.stage}** (type {row.type}, steps {row.start:,}–{row.end:,}): " + ", ".join(parts) + "."
+        )
     return "\n".join(lines)
 
 
@@ -93,13 +103,17 @@ def evidence_events(headline: pd.DataFrame, mt: pd.DataFrame, stages: pd.DataFra
     emb_step = int(headline["smallest emb. SV"].idxmin())
     ln_any = (mt[[c for c in mt.columns if c.startswith("ln_collapse_")]] > 0).any(axis=1)
     ln_step = int(ln_any.idxmax()) if ln_any.any() else None
-    return [f"- steepest fall of ICL$_{{1:D}}$ per unit log-time: up to step {icl_step:,}, in "
-            f"{stage_of(stages, icl_step)};",
-            f"- smallest token-embedding singular value at its minimum: step {emb_step:,}, in "
-            f"{stage_of(stages, emb_step)};",
-            (f"- first layer-norm weight below 0.1: step {ln_step:,}, in "
-             f"{stage_of(stages, ln_step)}." if ln_step is not None
-             else "- no layer-norm weight falls below 0.1 in this run.")]
+    return [
+        f"- steepest fall of ICL$_{{1:D}}$ per unit log-time: up to step {icl_step:,}, in "
+        f"{stage_of(stages, icl_step)};",
+        f"- smallest token-embedding singular value at its minimum: step {emb_step:,}, in "
+        f"{stage_of(stages, emb_step)};",
+        (
+            f"- first layer-norm weight below 0.1: step {ln_step:,}, in {stage_of(stages, ln_step)}."
+            if ln_step is not None
+            else "- no layer-norm weight falls below 0.1 in this run."
+        ),
+    ]
 
 
 def save_paper_results(folder: Path, seed: int, tables: dict[str, pd.DataFrame]) -> list[Path]:
@@ -136,8 +150,9 @@ def paper_results_figure(folder: Path) -> tuple[Figure | None, list[tuple[str, p
     return fig, tables
 
 
-def differences(num_steps: int, sgld: dict, stages: pd.DataFrame, run_end_eq: float,
-                reduced: bool) -> list[str]:
+def differences(
+    num_steps: int, sgld: dict, stages: pd.DataFrame, run_end_eq: float, reduced: bool
+) -> list[str]:
     """Markdown notes on where a run differs from the paper's: length, SGLD, stages found.
 
     ``sgld`` is the run's SGLD preset as a dict; ``run_end_eq`` the paper step equivalent to the
@@ -152,16 +167,20 @@ def differences(num_steps: int, sgld: dict, stages: pd.DataFrame, run_end_eq: fl
             f"stages after that ({', '.join(later) or 'none'}) cannot appear. Their mechanism, "
             "the slow collapse of layer-norm and unembedding weights under a small learning "
             "rate, needs the long annealing phase of the full run; the compressed schedule "
-            f"anneals {PAPER_STEPS // num_steps}× faster.")
+            f"anneals {PAPER_STEPS // num_steps}× faster."
+        )
         notes.append(
             f"- **SGLD.** Batch {sgld['batch_size']} instead of 1,024, {sgld['num_chains']} "
             f"chains × {sgld['num_burnin'] + sgld['num_draws']} steps instead of 10 × 5,000, "
             f"ε = {sgld['epsilon']:g}, γ = {sgld['gamma']:g} (calibrated above), and one "
             f"checkpoint in {sgld['every']}: the estimates are noisier and their scale is not "
             "comparable with the paper's (the LLC estimate depends on ε, γ and nβ); the GP "
-            "smoothing absorbs some of the noise, but milestones can move by a checkpoint or two.")
+            "smoothing absorbs some of the noise, but milestones can move by a checkpoint or two."
+        )
     n_a, n_b = int((stages["type"] == "A").sum()), int((stages["type"] == "B").sum())
-    notes.append(f"- **Stages found.** {len(stages)} ({n_a} of type A, {n_b} of type B) against "
-                 "the paper's five (three A, two B) over the full run; the table above compares "
-                 "them on the paper's step axis.")
+    notes.append(
+        f"- **Stages found.** {len(stages)} ({n_a} of type A, {n_b} of type B) against "
+        "the paper's five (three A, two B) over the full run; the table above compares "
+        "them on the paper's step axis."
+    )
     return notes

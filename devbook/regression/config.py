@@ -33,13 +33,13 @@ NAME = "regression"
 
 _PAPER: dict[str, Any] = {
     "setting": NAME,
-    "version": 1,           # bump when code changes would change the trained weights
+    "version": 1,  # bump when code changes would change the trained weights
     "seed": 1,
     # data (paper §2.2)
-    "task_dim": 4,          # D
-    "num_examples": 8,      # K pairs -> 2K tokens
-    "noise_var": 0.125,     # σ²
-    "num_tasks": 0,         # 0 = infinite (fresh Gaussian task per sequence); M > 0 = discrete set
+    "task_dim": 4,  # D
+    "num_examples": 8,  # K pairs -> 2K tokens
+    "noise_var": 0.125,  # σ²
+    "num_tasks": 0,  # 0 = infinite (fresh Gaussian task per sequence); M > 0 = discrete set
     # model
     "d_model": 64,
     "n_layers": 2,
@@ -51,17 +51,30 @@ _PAPER: dict[str, Any] = {
     "num_steps": 500_000,
     "n_log_checkpoints": 100,
     "n_linear_checkpoints": 100,
-    "n_ed_checkpoints": 5000,   # linear-spaced, for essential dynamics (E.2.5)
+    "n_ed_checkpoints": 5000,  # linear-spaced, for essential dynamics (E.2.5)
     "log_every": 500,
 }
 
 #: Training configs per preset (each a full run config).
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_PAPER),
-    "cpu": {**_PAPER, "num_steps": 20_000, "n_log_checkpoints": 50, "n_linear_checkpoints": 50,
-            "n_ed_checkpoints": 500, "log_every": 100},
-    "smoke": {**_PAPER, "num_steps": 150, "batch_size": 64, "n_log_checkpoints": 12,
-              "n_linear_checkpoints": 8, "n_ed_checkpoints": 30, "log_every": 10},
+    "cpu": {
+        **_PAPER,
+        "num_steps": 20_000,
+        "n_log_checkpoints": 50,
+        "n_linear_checkpoints": 50,
+        "n_ed_checkpoints": 500,
+        "log_every": 100,
+    },
+    "smoke": {
+        **_PAPER,
+        "num_steps": 150,
+        "batch_size": 64,
+        "n_log_checkpoints": 12,
+        "n_linear_checkpoints": 8,
+        "n_ed_checkpoints": 30,
+        "log_every": 10,
+    },
 }
 
 #: What the ``cpu`` preset changes and why (shown in the chapter).
@@ -74,33 +87,52 @@ CPU_PRESET_NOTE = (
     "weights reach |w| < 0.1 at ~10k steps (12.5% of them by 20k), none before, so a much "
     "shorter run would likely miss it (not tested). The integrated learning rate of the run (0.0015 x 20k = 30) equals the "
     "paper's at about step 70k, inside its LR3 (40k-126k): expect LR1 (task prior), LR2 (ICL "
-    "emerges; embedding loses a direction) and the start of LR3, and no LR4/LR5 as such.")
+    "emerges; embedding loses a direction) and the start of LR3, and no LR4/LR5 as such."
+)
 
 
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Check a full regression config; return it, or raise ``ValueError`` saying what is wrong."""
-    presets.check_config(config, NAME, _PAPER, ("task_dim", "num_examples", "d_model",
-                                                  "n_layers", "n_heads", "d_mlp", "batch_size",
-                                                  "log_every"))
-    for name in ("version", "seed", "num_tasks", "n_log_checkpoints", "n_linear_checkpoints",
-                 "n_ed_checkpoints"):
+    presets.check_config(
+        config,
+        NAME,
+        _PAPER,
+        ("task_dim", "num_examples", "d_model", "n_layers", "n_heads", "d_mlp", "batch_size", "log_every"),
+    )
+    for name in (
+        "version",
+        "seed",
+        "num_tasks",
+        "n_log_checkpoints",
+        "n_linear_checkpoints",
+        "n_ed_checkpoints",
+    ):
         if config[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {config[name]}")
     if config["noise_var"] < 0 or config["max_lr"] <= 0:
-        raise ValueError(f"noise_var must be >= 0 and max_lr > 0, got {config['noise_var']}, "
-                         f"{config['max_lr']}")
+        raise ValueError(
+            f"noise_var must be >= 0 and max_lr > 0, got {config['noise_var']}, {config['max_lr']}"
+        )
     if config["num_steps"] < 4:
-        raise ValueError(f"num_steps must be >= 4 (OneCycleLR div_factor = steps/2 - 1 > 0), "
-                         f"got {config['num_steps']}")
+        raise ValueError(
+            f"num_steps must be >= 4 (OneCycleLR div_factor = steps/2 - 1 > 0), got {config['num_steps']}"
+        )
     if config["d_model"] % config["n_heads"]:
-        raise ValueError(f"n_heads ({config['n_heads']}) must divide d_model "
-                         f"({config['d_model']})")
+        raise ValueError(f"n_heads ({config['n_heads']}) must divide d_model ({config['d_model']})")
     return config
 
 
 _SGLD_PAPER: dict[str, Any] = {
-    "epsilon": 3e-4, "gamma": 6.67, "nbeta": 66.7, "num_chains": 10, "num_draws": 4000,
-    "num_burnin": 1000, "batch_size": 1024, "num_samples": 32_768, "every": 1, "seed": 0,
+    "epsilon": 3e-4,
+    "gamma": 6.67,
+    "nbeta": 66.7,
+    "num_chains": 10,
+    "num_draws": 4000,
+    "num_burnin": 1000,
+    "batch_size": 1024,
+    "num_samples": 32_768,
+    "every": 1,
+    "seed": 0,
 }
 
 #: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
@@ -110,26 +142,45 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
     # 1633 and 2449 all chains stay finite and the online trace moves by 3-4 % over the second
     # half of 200 steps; ε = 3e-4 with nβ = 66.7 still rose by ~10 %, and ε = 1e-3 with
     # nβ = 66.7 diverged at step 1633 (see the calibration figure of the chapter)
-    "cpu": {**_SGLD_PAPER, "epsilon": 1e-3, "gamma": 100.0, "nbeta": None, "num_chains": 4,
-            "num_draws": 150, "num_burnin": 50, "batch_size": 64, "num_samples": 8192,
-            "every": 2},
-    "smoke": {**_SGLD_PAPER, "epsilon": 1e-3, "gamma": 100.0, "nbeta": None, "num_chains": 2,
-              "num_draws": 20, "num_burnin": 5, "batch_size": 32, "num_samples": 1024,
-              "every": 2},
+    "cpu": {
+        **_SGLD_PAPER,
+        "epsilon": 1e-3,
+        "gamma": 100.0,
+        "nbeta": None,
+        "num_chains": 4,
+        "num_draws": 150,
+        "num_burnin": 50,
+        "batch_size": 64,
+        "num_samples": 8192,
+        "every": 2,
+    },
+    "smoke": {
+        **_SGLD_PAPER,
+        "epsilon": 1e-3,
+        "gamma": 100.0,
+        "nbeta": None,
+        "num_chains": 2,
+        "num_draws": 20,
+        "num_burnin": 5,
+        "batch_size": 32,
+        "num_samples": 1024,
+        "every": 2,
+    },
 }
 
 #: What the ``cpu`` SGLD preset changes and why.
-CPU_SGLD_NOTE = ("cpu SGLD: batch 64 instead of 1,024 (so nβ = 64 / log 64), 4 chains × "
-                 "200 steps (50 burn-in) instead of 10 × 5,000, on every other LLC checkpoint, "
-                 "so the sweep fits the chapter's budget; ε = 1e-3 and γ = 100 calibrated so "
-                 "the online traces flatten without divergence.")
+CPU_SGLD_NOTE = (
+    "cpu SGLD: batch 64 instead of 1,024 (so nβ = 64 / log 64), 4 chains × "
+    "200 steps (50 burn-in) instead of 10 × 5,000, on every other LLC checkpoint, "
+    "so the sweep fits the chapter's budget; ε = 1e-3 and γ = 100 calibrated so "
+    "the online traces flatten without divergence."
+)
 
 # Evaluation sizes: the probe batch of the metrics and the (ε, nβ) pairs of the calibration
 # figure (nβ None = m / log m).
 #: Evaluation sizes per preset.
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"probe_n": 256, "calibration": [[1e-3, 66.7], [1e-3, None]]},
-    "cpu": {"probe_n": 1024,
-            "calibration": [[3e-4, 66.7], [1e-3, 66.7], [1e-3, None], [3e-3, None]]},
+    "cpu": {"probe_n": 1024, "calibration": [[3e-4, 66.7], [1e-3, 66.7], [1e-3, None], [3e-3, None]]},
     "paper": {"probe_n": 1024, "calibration": [[1e-4, 66.7], [3e-4, 66.7], [1e-3, 66.7]]},
 }

@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from devbook.progress import progress as tqdm
 
 from devbook.regression.data import Batch, RegressionData, fixed_dataset, readout, tokenise
 from devbook.regression.model import RegressionTransformer
@@ -68,16 +67,19 @@ class Probes:
     task_prior_mean: Tensor  # (D,)
 
 
-def make_probes(config: dict[str, Any], n: int = 1024, gains: Sequence[float] = DEFAULT_GAINS,
-                seed: int = 0) -> Probes:
+def make_probes(
+    config: dict[str, Any], n: int = 1024, gains: Sequence[float] = DEFAULT_GAINS, seed: int = 0
+) -> Probes:
     """Seeded held-out batches of ``n`` sequences for ``config`` (identical on every call)."""
     return Probes(
         eval=fixed_dataset(config, n, "eval", seed),
-        ood_inputs={g: fixed_dataset(config, n, f"ood-inputs-{g}", seed, input_scale=g)
-                    for g in gains},
-        ood_tasks={g: fixed_dataset(config, n, f"ood-tasks-{g}", seed, task_scale=g,
-                                    gaussian_tasks=True) for g in gains},
-        task_prior_mean=RegressionData.from_config(config).task_prior_mean())
+        ood_inputs={g: fixed_dataset(config, n, f"ood-inputs-{g}", seed, input_scale=g) for g in gains},
+        ood_tasks={
+            g: fixed_dataset(config, n, f"ood-tasks-{g}", seed, task_scale=g, gaussian_tasks=True)
+            for g in gains
+        },
+        task_prior_mean=RegressionData.from_config(config).task_prior_mean(),
+    )
 
 
 def per_token_losses(model: RegressionTransformer, batch: Batch) -> Tensor:
@@ -100,8 +102,10 @@ def attention_scores(patterns: Sequence[Tensor]) -> dict[str, float]:
     out: dict[str, float] = {}
     T = patterns[0].shape[-1]
     idx = torch.arange(T)
-    queries = {"x": [i for i in range(1, T - 1) if i % 2 == 0],
-               "y": [i for i in range(1, T - 1) if i % 2 == 1]}
+    queries = {
+        "x": [i for i in range(1, T - 1) if i % 2 == 0],
+        "y": [i for i in range(1, T - 1) if i % 2 == 1],
+    }
     for layer, A in enumerate(patterns, start=1):
         A = A.double()
         plogp = torch.where(A > 0, A * A.clamp_min(1e-300).log(), torch.zeros_like(A))
@@ -112,13 +116,11 @@ def attention_scores(patterns: Sequence[Tensor]) -> dict[str, float]:
             if not rows:
                 continue
             r = torch.tensor(rows)
-            prev_x = torch.tensor([max((j for j in range(i - 1) if j % 2 == 0), default=-1)
-                                   for i in rows])
-            prev_y = torch.tensor([max((j for j in range(i - 1) if j % 2 == 1), default=-1)
-                                   for i in rows])
+            prev_x = torch.tensor([max((j for j in range(i - 1) if j % 2 == 0), default=-1) for i in rows])
+            prev_y = torch.tensor([max((j for j in range(i - 1) if j % 2 == 1), default=-1) for i in rows])
             Ar = A[:, :, r, :]  # (B, H, R, T)
 
-            def gather(cols: Tensor) -> Tensor:
+            def gather(cols: Tensor, A: Tensor = A, Ar: Tensor = Ar, rows: list = rows) -> Tensor:
                 """Mean over samples and rows of A[row, cols[row]] (rows without such a column
                 are left out); shape (H,)."""
                 valid = cols >= 0
@@ -126,6 +128,7 @@ def attention_scores(patterns: Sequence[Tensor]) -> dict[str, float]:
                     return torch.zeros(A.shape[1], dtype=A.dtype)
                 picked = Ar[:, :, torch.arange(len(rows))[valid], cols[valid]]
                 return picked.mean((0, 2))
+
             scores = {
                 "attn_entropy": entropy[:, :, r].mean((0, 2)),
                 "attn_variability": variability[:, r].mean(-1),
@@ -150,8 +153,9 @@ def _ln_modules(model: RegressionTransformer) -> dict[str, torch.nn.LayerNorm]:
     return lns
 
 
-def structure_metrics(model: RegressionTransformer, ln_threshold: float = 0.1
-                      ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def structure_metrics(
+    model: RegressionTransformer, ln_threshold: float = 0.1
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Weight-only metrics: embedding spectra/alignment, unembedding, layer-norm collapse."""
     scalars: dict[str, float] = {}
     vectors: dict[str, np.ndarray] = {}
@@ -179,8 +183,9 @@ def structure_metrics(model: RegressionTransformer, ln_threshold: float = 0.1
     return scalars, vectors
 
 
-def checkpoint_metrics(model: RegressionTransformer, probes: Probes, ln_threshold: float = 0.1
-                       ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def checkpoint_metrics(
+    model: RegressionTransformer, probes: Probes, ln_threshold: float = 0.1
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """All metrics of one model: ``(scalars, vectors)`` (see the module docstring)."""
     model.eval()
     D = model.task_dim
@@ -193,7 +198,7 @@ def checkpoint_metrics(model: RegressionTransformer, probes: Probes, ln_threshol
     scalars.update({f"loss_k{k}": float(v) for k, v in enumerate(losses, start=1)})
     scalars["icl_1_D"], scalars["icl_D_K"] = icl_scores(losses, D)
     prior_pred = b.xs @ probes.task_prior_mean
-    scalars["prior_dist_zero"] = float((pred ** 2).mean())
+    scalars["prior_dist_zero"] = float((pred**2).mean())
     scalars["prior_dist_task_prior"] = float(((pred - prior_pred) ** 2).mean())
     for family, batches in (("inputs", probes.ood_inputs), ("tasks", probes.ood_tasks)):
         for g, batch in batches.items():
@@ -212,36 +217,47 @@ class RunMetrics:
     vectors: dict[str, np.ndarray]
 
 
-def evaluate_run(run: Run, steps: Sequence[int], n: int = 1024,
-                 gains: Sequence[float] = DEFAULT_GAINS, seed: int = 0,
-                 ln_threshold: float = 0.1, progress: bool = True) -> RunMetrics:
+def evaluate_run(
+    run: Run,
+    steps: Sequence[int],
+    n: int = 1024,
+    gains: Sequence[float] = DEFAULT_GAINS,
+    seed: int = 0,
+    ln_threshold: float = 0.1,
+    progress: bool = True,
+) -> RunMetrics:
     """:func:`checkpoint_metrics` at ``steps``, each checkpoint cached in the store.
 
     The cache key is the evaluation config (n, gains, seed, ln_threshold) and the step, so a
     second call reads the stored rows and an interrupted evaluation resumes.
     """
     steps = sorted(int(s) for s in steps)
-    eval_config = {"n": n, "gains": [float(g) for g in gains], "seed": seed,
-                   "ln_threshold": ln_threshold}
+    eval_config = {"n": n, "gains": [float(g) for g in gains], "seed": seed, "ln_threshold": ln_threshold}
     probes = make_probes(run.config, n, gains, seed)
 
     def compute(step: int) -> dict[str, np.ndarray]:
         scalars, vectors = checkpoint_metrics(SETTING.load_model(run, step), probes, ln_threshold)
-        return {**{f"table:{k}": np.asarray(v) for k, v in scalars.items()},
-                **{f"vec:{k}": np.asarray(v) for k, v in vectors.items()}}
+        return {
+            **{f"table:{k}": np.asarray(v) for k, v in scalars.items()},
+            **{f"vec:{k}": np.asarray(v) for k, v in vectors.items()},
+        }
 
-    results = evaluate_checkpoints(run, "regression-metrics", eval_config, steps, compute,
-                                   progress=progress)
-    table = pd.DataFrame([{"step": step, **{k.removeprefix("table:"): r[k].item() for k in r
-                                            if k.startswith("table:")}}
-                          for step, r in zip(steps, results)])
-    vectors = {k.removeprefix("vec:"): np.stack([r[k] for r in results])
-               for k in results[0] if k.startswith("vec:")}
+    results = evaluate_checkpoints(run, "regression-metrics", eval_config, steps, compute, progress=progress)
+    table = pd.DataFrame(
+        [
+            {"step": step, **{k.removeprefix("table:"): r[k].item() for k in r if k.startswith("table:")}}
+            for step, r in zip(steps, results)
+        ]
+    )
+    vectors = {
+        k.removeprefix("vec:"): np.stack([r[k] for r in results]) for k in results[0] if k.startswith("vec:")
+    }
     return RunMetrics(table, vectors)
 
 
-def classify_heads(row: pd.Series | dict[str, float], threshold: float = 0.5,
-                   max_variability: float = 0.2) -> pd.DataFrame:
+def classify_heads(
+    row: pd.Series | dict[str, float], threshold: float = 0.5, max_variability: float = 0.2
+) -> pd.DataFrame:
     """Label each (block, head, query type) from one metrics row (D.3.6).
 
     The label is the largest of ``attn_self``/``attn_prev_token``/``attn_prev_x``/``attn_prev_y``
@@ -257,9 +273,16 @@ def classify_heads(row: pd.Series | dict[str, float], threshold: float = 0.5,
         best = max(scores, key=lambda lab: scores[lab])
         ok = scores[best] > threshold and row[f"attn_variability_{head}"] <= max_variability
         block, rest = head[1:].split("h")
-        out.append({"head": head, "block": int(block), "index": int(rest[:-1]),
-                    "query": rest[-1], "label": best if ok else "mixed",
-                    "score": scores[best], "entropy": row[f"attn_entropy_{head}"],
-                    "variability": row[f"attn_variability_{head}"]})
+        out.append(
+            {
+                "head": head,
+                "block": int(block),
+                "index": int(rest[:-1]),
+                "query": rest[-1],
+                "label": best if ok else "mixed",
+                "score": scores[best],
+                "entropy": row[f"attn_entropy_{head}"],
+                "variability": row[f"attn_variability_{head}"],
+            }
+        )
     return pd.DataFrame(out)
-

@@ -76,25 +76,39 @@ class Block(nn.Module):
 class RegressionTransformer(nn.Module):
     """The in-context regression transformer; see the module docstring."""
 
-    def __init__(self, task_dim: int = 4, num_examples: int = 8, d_model: int = 64,
-                 n_layers: int = 2, n_heads: int = 4, d_mlp: int = 64,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        task_dim: int = 4,
+        num_examples: int = 8,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        d_mlp: int = 64,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.task_dim, self.num_examples = task_dim, num_examples
         self.max_len = 2 * num_examples
         self.token_embedding = nn.Linear(task_dim + 1, d_model, bias=False)
         self.pos_embedding = nn.Parameter(torch.empty(self.max_len, d_model))
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_mlp, self.max_len)
-                                    for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_mlp, self.max_len) for _ in range(n_layers))
         self.ln_final = nn.LayerNorm(d_model)
         self.unembedding = nn.Linear(d_model, task_dim + 1)
         self.reset_parameters(generator)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any],
-                    generator: torch.Generator | None = None) -> RegressionTransformer:
-        return cls(config["task_dim"], config["num_examples"], config["d_model"],
-                   config["n_layers"], config["n_heads"], config["d_mlp"], generator)
+    def from_config(
+        cls, config: dict[str, Any], generator: torch.Generator | None = None
+    ) -> RegressionTransformer:
+        return cls(
+            config["task_dim"],
+            config["num_examples"],
+            config["d_model"],
+            config["n_layers"],
+            config["n_heads"],
+            config["d_mlp"],
+            generator,
+        )
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -111,13 +125,13 @@ class RegressionTransformer(nn.Module):
         bound = 1 / math.sqrt(self.max_len)  # the authors' positional Linear(2K -> d)
         self.pos_embedding.uniform_(-bound, bound, generator=generator)
 
-    def forward(self, tokens: Tensor, return_attn: bool = False
-                ) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def forward(self, tokens: Tensor, return_attn: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         """``tokens (B, T, D+1)`` with ``T <= 2K`` -> outputs ``(B, T, D+1)`` [, patterns]."""
         T = tokens.shape[1]
         if T > self.max_len or tokens.shape[-1] != self.task_dim + 1:
-            raise ValueError(f"tokens must be (B, T <= {self.max_len}, {self.task_dim + 1}), "
-                             f"got {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be (B, T <= {self.max_len}, {self.task_dim + 1}), got {tuple(tokens.shape)}"
+            )
         x = self.token_embedding(tokens) + self.pos_embedding[:T]
         patterns = []
         for block in self.blocks:

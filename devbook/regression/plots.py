@@ -39,10 +39,11 @@ def behaviour_figure(mt: pd.DataFrame, stages: pd.DataFrame) -> Figure:
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylabel("ICL score")
     ax.legend(fontsize=8)
-    gains = sorted(float(c.removeprefix("ood_inputs_g")) for c in mt.columns
-                   if c.startswith("ood_inputs_g"))
-    for ax, fam, title in [(axes[1, 0], "ood_inputs", r"OOD inputs $x\sim N(0,g^2I)$"),
-                           (axes[1, 1], "ood_tasks", r"OOD tasks $t\sim N(0,g^2I)$")]:
+    gains = sorted(float(c.removeprefix("ood_inputs_g")) for c in mt.columns if c.startswith("ood_inputs_g"))
+    for ax, fam, title in [
+        (axes[1, 0], "ood_inputs", r"OOD inputs $x\sim N(0,g^2I)$"),
+        (axes[1, 1], "ood_tasks", r"OOD tasks $t\sim N(0,g^2I)$"),
+    ]:
         for g in gains:
             col = f"{fam}_g{g:g}" if f"{fam}_g{g:g}" in mt else f"{fam}_g{g}"
             ax.plot(mt.index, mt[col], label=f"g={g:g}")
@@ -64,8 +65,9 @@ def _singular_values(ax: plt.Axes, mt: pd.DataFrame, prefix: str, cmap: str | No
     ax.set_yscale("log")
 
 
-def structure_figure(mt: pd.DataFrame, vectors: dict[str, np.ndarray], vector_steps: np.ndarray,
-                     stages: pd.DataFrame) -> Figure:
+def structure_figure(
+    mt: pd.DataFrame, vectors: dict[str, np.ndarray], vector_steps: np.ndarray, stages: pd.DataFrame
+) -> Figure:
     """Embedding singular values, positional alignment, unembedding weights, LN collapse."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True)
     _singular_values(axes[0, 0], mt, "emb_sv", None)

@@ -20,7 +20,7 @@ from devbook.regression import config as cfg
 from devbook.regression.data import sgld_dataset
 from devbook.regression.model import RegressionTransformer, loss_fn
 from devbook.regression.train import make_trainer
-from devbook.setting import Batch, SGLDPreset, Setting
+from devbook.setting import Batch, Setting, SGLDPreset
 from devbook.training import StandardTrainer, checkpoint_schedule
 
 
@@ -43,16 +43,16 @@ class RegressionSetting(Setting):
     def make_model(self, config: dict[str, Any]) -> nn.Module:
         return RegressionTransformer.from_config(config)
 
-    def make_trainer(self, config: dict[str, Any],
-                     device: str | torch.device = "cpu") -> StandardTrainer:
+    def make_trainer(self, config: dict[str, Any], device: str | torch.device = "cpu") -> StandardTrainer:
         return make_trainer(config, device)
 
     def loss_fn(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return loss_fn(model, batch)
 
     def llc_steps(self, config: dict[str, Any]) -> list[int]:
-        return checkpoint_schedule(config["num_steps"], config["n_log_checkpoints"],
-                                   config["n_linear_checkpoints"])
+        return checkpoint_schedule(
+            config["num_steps"], config["n_log_checkpoints"], config["n_linear_checkpoints"]
+        )
 
     def ed_steps(self, config: dict[str, Any]) -> list[int]:
         """The dense, linear-spaced checkpoints of essential dynamics (paper App. E.2.5)."""

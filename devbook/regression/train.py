@@ -21,8 +21,9 @@ from devbook.rng import generator
 from devbook.training import StandardTrainer
 
 
-def make_optimizer(model: torch.nn.Module, total_steps: int, max_lr: float
-                   ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
+def make_optimizer(
+    model: torch.nn.Module, total_steps: int, max_lr: float
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.OneCycleLR]:
     """Adam + OneCycleLR as in the authors' code (see the module docstring).
 
     Parameters
@@ -42,8 +43,15 @@ def make_optimizer(model: torch.nn.Module, total_steps: int, max_lr: float
     div = total_steps / 2 - 1
     opt = torch.optim.Adam(model.parameters(), lr=max_lr, betas=(0.9, 0.999), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=max_lr, total_steps=total_steps, pct_start=0.5, anneal_strategy="linear",
-        div_factor=div, final_div_factor=div, cycle_momentum=False)
+        opt,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        pct_start=0.5,
+        anneal_strategy="linear",
+        div_factor=div,
+        final_div_factor=div,
+        cycle_momentum=False,
+    )
     return opt, sched
 
 
@@ -82,5 +90,4 @@ def make_trainer(config: dict[str, Any], device: str | torch.device = "cpu") -> 
         batch = data.sample(batch_size, trainer.generators["data"])
         return loss_fn(trainer.model, (batch.xs.to(device), batch.ys.to(device)))
 
-    return StandardTrainer(model, opt, batch_loss, sched,
-                           {"data": generator(config["seed"], "train-data")})
+    return StandardTrainer(model, opt, batch_loss, sched, {"data": generator(config["seed"], "train-data")})
