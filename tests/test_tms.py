@@ -22,8 +22,14 @@ from devbook.tms.analysis import Plateau, find_plateaus
 from devbook.tms.data import sample_sparse
 from devbook.tms.kgon import STUDY_TABLE, classify, classify_many, label_k, make_kgon, optimise_kgon
 from devbook.tms.model import TMSModel, empirical_loss, forward, population_loss, tms_loss_fn
-from devbook.tms.posterior import (free_energy_crossing, occupancy_crossover, occupancy_table,
-                                   sample_posterior, sample_tempered, two_phase_occupancy)
+from devbook.tms.posterior import (
+    free_energy_crossing,
+    occupancy_crossover,
+    occupancy_table,
+    sample_posterior,
+    sample_tempered,
+    two_phase_occupancy,
+)
 from devbook.tms.train import INDEX_CHUNK, TMSTrainer, loss_and_grad, loss_grad
 from devbook.training import checkpoint_schedule, train_run
 
@@ -39,8 +45,9 @@ def gen(seed: int = 0) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    return SETTING.train(SETTING.config("smoke", **SMALL), root=tmp_path_factory.mktemp("runs"),
-                         progress=False)
+    return SETTING.train(
+        SETTING.config("smoke", **SMALL), root=tmp_path_factory.mktemp("runs"), progress=False
+    )
 
 
 # ---------------------------------------------------------------- data
@@ -101,8 +108,9 @@ def test_kgon_losses_match_the_seed_table() -> None:
 
 
 # ---------------------------------------------------------------- classifier
-@pytest.mark.parametrize("k,sigma,phi", [(4, 0, 0), (4, 2, 0), (4, 1, 1), (5, 0, 0), (5, 1, 0),
-                                         (5, 0, 1), (6, 0, 0)])
+@pytest.mark.parametrize(
+    "k,sigma,phi", [(4, 0, 0), (4, 2, 0), (4, 1, 1), (5, 0, 0), (5, 1, 0), (5, 0, 1), (6, 0, 0)]
+)
 def test_classifier_names_hand_built_kgons(k: int, sigma: int, phi: int) -> None:
     W, b = make_kgon(k, sigma=sigma, phi=phi, vertex_bias=-0.1 if k > 4 else 0.0)
     got = classify(W, b)
@@ -117,8 +125,9 @@ def test_classifier_is_robust_to_perturbation_rotation_and_permutation(k: int) -
     want = classify(W, b)
     for trial in range(20):
         angle = float(torch.rand(1, generator=g)) * 2 * math.pi
-        R = torch.tensor([[math.cos(angle), -math.sin(angle)],
-                          [math.sin(angle), math.cos(angle)]], dtype=W.dtype)
+        R = torch.tensor(
+            [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=W.dtype
+        )
         perm = torch.randperm(6, generator=g)
         Wp = (R @ W)[:, perm] + 0.05 * torch.randn(W.shape, generator=g, dtype=W.dtype)
         bp = b[perm] + 0.005 * torch.randn(b.shape, generator=g, dtype=b.dtype)
@@ -163,14 +172,16 @@ def _reference_train(config: dict, seeds: list[int]) -> dict[str, np.ndarray | t
     out_W, out_b = [W.clone()], [b.clone()]
     for step in range(1, steps + 1):
         if (step - 1) % chunk == 0:
-            idx_chunk = torch.stack([torch.randint(0, config["n"], (chunk, config["batch_size"]),
-                                                   generator=g) for g in gens])
+            idx_chunk = torch.stack(
+                [torch.randint(0, config["n"], (chunk, config["batch_size"]), generator=g) for g in gens]
+            )
         batch = data[rows, idx_chunk[:, (step - 1) % chunk]]
         h = torch.bmm(batch, W.transpose(1, 2))
         z = torch.bmm(h, W) + b[:, None, :]
         dz = 2.0 / batch.shape[1] * (torch.relu(z) - batch) * (z > 0)
         dW = torch.bmm(h.transpose(1, 2), dz) + torch.bmm(
-            torch.bmm(dz, W.transpose(1, 2)).transpose(1, 2), batch)
+            torch.bmm(dz, W.transpose(1, 2)).transpose(1, 2), batch
+        )
         for p, gr, mm, vv in zip((W, b), (dW, dz.sum(1)), m, v):
             if config["optimiser"] == "sgd":
                 mm.mul_(config["momentum"]).add_(gr) if step > 1 else mm.copy_(gr)
@@ -185,22 +196,24 @@ def _reference_train(config: dict, seeds: list[int]) -> dict[str, np.ndarray | t
             out_b.append(b.clone())
     Wt, bt = torch.stack(out_W), torch.stack(out_b)
     loss = torch.stack([empirical_loss(Wt[i], bt[i], data) for i in range(len(ckpts))])
-    pop = torch.stack([population_loss(Wt[i].double(), bt[i].double()).float()
-                       for i in range(len(ckpts))])
+    pop = torch.stack([population_loss(Wt[i].double(), bt[i].double()).float() for i in range(len(ckpts))])
     return {"steps": ckpts, "W": Wt, "b": bt, "loss": loss, "pop": pop, "data": data}
 
 
 @pytest.mark.parametrize("optimiser", ["sgd", "adam"])
 def test_store_training_equals_the_in_memory_reference_bitwise(optimiser, small_run, tmp_path):
-    config = SETTING.config("smoke", **SMALL, optimiser=optimiser, lr=0.01 if optimiser ==
-                            "sgd" else 0.003)
-    run = small_run if optimiser == "sgd" else SETTING.train(config, root=tmp_path,
-                                                             progress=False)
+    config = SETTING.config("smoke", **SMALL, optimiser=optimiser, lr=0.01 if optimiser == "sgd" else 0.003)
+    run = small_run if optimiser == "sgd" else SETTING.train(config, root=tmp_path, progress=False)
     ref = _reference_train(config, [config["seed"] * 100_000 + s for s in range(3)])
     result = SETTING.result(run)
     assert result.steps.tolist() == ref["steps"].tolist()
-    for got, want in [(result.W, ref["W"]), (result.b, ref["b"]), (result.loss, ref["loss"]),
-                      (result.pop_loss, ref["pop"]), (result.data, ref["data"])]:
+    for got, want in [
+        (result.W, ref["W"]),
+        (result.b, ref["b"]),
+        (result.loss, ref["loss"]),
+        (result.pop_loss, ref["pop"]),
+        (result.data, ref["data"]),
+    ]:
         assert got.dtype == want.dtype and torch.equal(got, want)
     assert list(run.metrics().columns) == ["step", "loss"] and len(run.metrics()) == 12
 
@@ -208,8 +221,7 @@ def test_store_training_equals_the_in_memory_reference_bitwise(optimiser, small_
 @pytest.mark.parametrize("optimiser", ["sgd", "adam"])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(optimiser, small_run, tmp_path):
     config = SETTING.config("smoke", **SMALL, optimiser=optimiser)
-    whole = small_run if optimiser == "sgd" else SETTING.train(config, root=tmp_path / "a",
-                                                               progress=False)
+    whole = small_run if optimiser == "sgd" else SETTING.train(config, root=tmp_path / "a", progress=False)
 
     class Killed(Exception):
         pass
@@ -222,14 +234,14 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(optimiser, small_run
             if k == 1000:  # the last checkpoint before it, 893, lies inside the second chunk
                 raise Killed
             return inner(k)
+
         trainer.train_step = step
         return trainer
 
     steps = SETTING.checkpoint_steps(config)
     run = open_run(config, tmp_path / "b")
     with pytest.raises(Killed):
-        train_run(run, dying, config["num_steps"], steps, log_every=config["log_every"],
-                  progress=False)
+        train_run(run, dying, config["num_steps"], steps, log_every=config["log_every"], progress=False)
     assert not run.complete and max(run.checkpoint_steps()) == 893
     resumed = SETTING.train(config, root=tmp_path / "b", progress=False)
     assert resumed.checkpoint_steps() == whole.checkpoint_steps()
@@ -267,8 +279,7 @@ def test_hand_gradient_matches_autograd() -> None:
 
 
 def test_training_is_per_seed_and_learns(small_run, tmp_path):
-    alone = SETTING.train(SETTING.config("smoke", **{**SMALL, "num_seeds": 1}), root=tmp_path,
-                          progress=False)
+    alone = SETTING.train(SETTING.config("smoke", **{**SMALL, "num_seeds": 1}), root=tmp_path, progress=False)
     both, one = SETTING.result(small_run), SETTING.result(alone)
     assert both.W.shape == (len(both.steps), 3, 2, 6) and both.loss.shape == (len(both.steps), 3)
     assert torch.allclose(both.W[:, 0], one.W[:, 0], atol=1e-5)  # seed 0 ignores seeds 1, 2
@@ -279,11 +290,12 @@ def test_training_is_per_seed_and_learns(small_run, tmp_path):
     assert torch.equal(init.W, both.W[0]) and torch.equal(init.b, both.b[0])
 
 
-@pytest.mark.parametrize("steps,num", [(5000, 60), (20_000, 120), (100_000, 200), (1200, 25),
-                                       (10, 50), (1, 3), (777, 7), (3000, 2)])
+@pytest.mark.parametrize(
+    "steps,num",
+    [(5000, 60), (20_000, 120), (100_000, 200), (1200, 25), (10, 50), (1, 3), (777, 7), (3000, 2)],
+)
 def test_checkpoint_schedule_is_the_former_log_schedule(steps, num):
-    old = np.concatenate([[0], np.unique(np.round(np.logspace(0, np.log10(steps), num))
-                                         .astype(int))])
+    old = np.concatenate([[0], np.unique(np.round(np.logspace(0, np.log10(steps), num)).astype(int))])
     assert checkpoint_schedule(steps, num, 0) == old.tolist()
     # with one log-spaced step the former schedule ended at step 1; a run always saves its end
     assert checkpoint_schedule(steps, 1, 0) == sorted({0, 1, steps})
@@ -293,8 +305,7 @@ def test_preset_checkpoints_are_the_former_schedule():
     for preset in RUN_PRESETS:
         config = SETTING.config(preset)
         T, num = config["num_steps"], config["num_checkpoints"]
-        old = np.concatenate([[0], np.unique(np.round(np.logspace(0, np.log10(T), num))
-                                             .astype(int))])
+        old = np.concatenate([[0], np.unique(np.round(np.logspace(0, np.log10(T), num)).astype(int))])
         assert SETTING.checkpoint_steps(config) == old.tolist()
 
 
@@ -328,8 +339,14 @@ def _p(run: int, end: int, loss: float, label: str) -> Plateau:
 
 
 def test_llc_targets_transitions_and_their_test():
-    plateaus = [[_p(0, 5, 0.10, "4++"), _p(0, 9, 0.06, "5+")], [_p(1, 7, 0.06, "5+")],
-                [_p(2, 8, 0.05, "6")], [_p(3, 4, 0.07, "5")], [_p(4, 6, 0.06, "5+")], []]
+    plateaus = [
+        [_p(0, 5, 0.10, "4++"), _p(0, 9, 0.06, "5+")],
+        [_p(1, 7, 0.06, "5+")],
+        [_p(2, 8, 0.05, "6")],
+        [_p(3, 4, 0.07, "5")],
+        [_p(4, 6, 0.06, "5+")],
+        [],
+    ]
     todo = ta.llc_targets(plateaus, per_label=2)
     assert [(p.run, p.end) for p in todo] == [(0, 5), (0, 9), (1, 7), (2, 8), (3, 4)]
     assert ta.transitions(plateaus) == {("4++", "5+"): 1}
@@ -342,8 +359,12 @@ def test_llc_targets_transitions_and_their_test():
 
 def test_label_table_and_crossings(small_run):
     result = SETTING.result(small_run)
-    todo = [Plateau(0, 3, 10, 0.07, "5"), Plateau(1, 3, 12, 0.06, "5+"),
-            Plateau(2, 3, 12, 0.06, "5+"), Plateau(0, 11, 20, 0.05, "6")]
+    todo = [
+        Plateau(0, 3, 10, 0.07, "5"),
+        Plateau(1, 3, 12, 0.06, "5+"),
+        Plateau(2, 3, 12, 0.06, "5+"),
+        Plateau(0, 11, 20, 0.05, "6"),
+    ]
     llc = {(0, 10): 7.0, (1, 12): 8.0, (2, 12): 9.0, (0, 20): 8.5}
     per_label = ta.label_summary(todo, llc, result)
     assert list(per_label) == ["5", "5+", "6"]
@@ -364,8 +385,7 @@ def test_label_table_and_crossings(small_run):
 
 def test_featured_run_and_curve_checkpoints(small_run):
     result = SETTING.result(small_run)
-    plateaus = [[_p(0, 5, 0.1, "5")], [_p(1, 5, 0.1, "5"), _p(1, 9, 0.06, "5+")],
-                [_p(2, 9, 0.1, "6")]]
+    plateaus = [[_p(0, 5, 0.1, "5")], [_p(1, 5, 0.1, "5"), _p(1, 9, 0.06, "5+")], [_p(2, 9, 0.1, "6")]]
     assert ta.featured_run(plateaus, result) == 1
     idx = ta.llc_curve_checkpoints(result, plateaus[1], 6)
     assert idx.min() >= 1 and idx.max() == len(result.steps) - 1 and len(set(idx)) == len(idx)
@@ -377,6 +397,7 @@ def test_featured_run_and_curve_checkpoints(small_run):
 def _no_recompute(monkeypatch, *names: str) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("recomputed a cached evaluation")
+
     for name in names:
         monkeypatch.setattr(te, name, fail)
 
@@ -404,8 +425,7 @@ def test_llc_estimates_are_cached_equal_and_quiet(small_run, monkeypatch):
         est = te.llc_estimates(small_run, result, points, sgld)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the direct estimate warns
-        direct = ta.plateau_llc(result, 1, len(result.steps) - 1, sgld.sgld_config(),
-                                seed=sgld.seed)
+        direct = ta.plateau_llc(result, 1, len(result.steps) - 1, sgld.sgld_config(), seed=sgld.seed)
     e = est[(1, len(result.steps) - 1)]
     assert e.mean == direct.mean and e.converged == direct.converged
     assert sum(e.diagnoses.values()) == sgld.num_chains
@@ -431,8 +451,15 @@ def test_posterior_is_cached_bitwise(small_run, monkeypatch):
     evals = SETTING.eval_config("smoke", posterior_steps=40, posterior_draws=4)
     draws = te.tempered_posterior(small_run, evals)
     data = sample_sparse(600, 6, generator=gen(small_run.config["seed"] + 7))
-    direct = sample_tempered(data, [10, 50, 200, 600], num_chains=4, num_steps=40, num_draws=4,
-                             swap_every=10, seed=small_run.config["seed"])
+    direct = sample_tempered(
+        data,
+        [10, 50, 200, 600],
+        num_chains=4,
+        num_steps=40,
+        num_draws=4,
+        swap_every=10,
+        seed=small_run.config["seed"],
+    )
     assert draws.ns == direct.ns and torch.equal(draws.W, direct.W)
     assert torch.equal(draws.swap_rate, direct.swap_rate)
     occ = te.posterior_occupancy(small_run, evals, draws)
@@ -444,20 +471,26 @@ def test_posterior_is_cached_bitwise(small_run, monkeypatch):
 
 def test_plots_return_figures(small_run):
     import matplotlib.pyplot as plt
+
     from devbook.tms import plots as tp
 
     result = SETTING.result(small_run)
     shown = [_p(0, 10, 0.07, "5"), _p(0, 20, 0.06, "5+")]
     per_label = {"5": [(0.07, 7.0, 0.07)], "5+": [(0.06, 8.0, 0.06), (0.061, -40.0, 0.06)]}
-    occ = occupancy_table(sample_tempered(sample_sparse(100, generator=gen(1)), [10, 100],
-                                          num_chains=2, num_steps=20, num_draws=2, seed=0))
+    occ = occupancy_table(
+        sample_tempered(
+            sample_sparse(100, generator=gen(1)), [10, 100], num_chains=2, num_steps=20, num_draws=2, seed=0
+        )
+    )
     grid = np.geomspace(10, 100, 5)
     theory = two_phase_occupancy(grid, [(0.07, 7, 3.6), (0.05, 8.5, 6.4)])
-    figs = [tp.plot_forms(result, 0, shown),
-            tp.plot_staircase(result, 0, shown, np.array([5, 10, 20]), [1.0, 2.0, 3.0]),
-            tp.plot_transition_graph([shown], ta.transitions([shown])),
-            tp.plot_loss_llc(per_label, [(shown[0], shown[1], 7.0, 8.0)]),
-            tp.plot_occupancy(occ, grid, theory, 50.0)]
+    figs = [
+        tp.plot_forms(result, 0, shown),
+        tp.plot_staircase(result, 0, shown, np.array([5, 10, 20]), [1.0, 2.0, 3.0]),
+        tp.plot_transition_graph([shown], ta.transitions([shown])),
+        tp.plot_loss_llc(per_label, [(shown[0], shown[1], 7.0, 8.0)]),
+        tp.plot_occupancy(occ, grid, theory, 50.0),
+    ]
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
     for f in figs:
         plt.close(f)
@@ -507,24 +540,25 @@ def test_posterior_chains_started_at_the_hexagon_stay_there_at_large_n() -> None
     W6, b6, _ = optimise_kgon(6)
     init = (W6.float().expand(3, 2, 6), b6.float().expand(3, 6))
     x = sample_sparse(1000, generator=gen(6))
-    W, b = sample_posterior(x, num_chains=3, num_steps=200, num_draws=3, epsilon=0.05 / 1000,
-                            init=init, seed=1)
+    W, b = sample_posterior(
+        x, num_chains=3, num_steps=200, num_draws=3, epsilon=0.05 / 1000, init=init, seed=1
+    )
     assert all(classify(W[-1, c], b[-1, c]).k == 6 for c in range(3))
     with pytest.raises(ValueError, match="init must be"):
-        sample_posterior(x, num_chains=2, num_steps=10, num_draws=2, epsilon=1e-3, init=init,
-                         seed=0)
+        sample_posterior(x, num_chains=2, num_steps=10, num_draws=2, epsilon=1e-3, init=init, seed=0)
 
 
 def test_tempered_sampler_shapes_swaps_and_ordering() -> None:
     x = sample_sparse(800, generator=gen(8))
-    out = sample_tempered(x, [5, 50, 800], num_chains=6, num_steps=400, num_draws=4, swap_every=2,
-                          seed=0)
+    out = sample_tempered(x, [5, 50, 800], num_chains=6, num_steps=400, num_draws=4, swap_every=2, seed=0)
     assert out.W.shape == (4, 3, 6, 2, 6) and out.b.shape == (4, 3, 6, 6)
     assert out.swap_rate.shape == (2,) and ((out.swap_rate > 0) & (out.swap_rate <= 1)).all()
     assert out.lowest_visits.shape == (3, 6) and (out.lowest_visits[0] == 1).all()
     # the large-n rung concentrates on low loss, the n = 5 rung is diffuse (prior-dominated)
-    L = [float(population_loss(out.W[:, i].reshape(-1, 2, 6), out.b[:, i].reshape(-1, 6)).mean())
-         for i in range(3)]
+    L = [
+        float(population_loss(out.W[:, i].reshape(-1, 2, 6), out.b[:, i].reshape(-1, 6)).mean())
+        for i in range(3)
+    ]
     assert L[2] < L[1] < L[0] and L[2] < 0.2 < L[0]
 
 
@@ -565,13 +599,18 @@ def test_presets_resolve_and_reject_bad_values() -> None:
 
 def test_sgld_presets_are_the_former_sgld_settings() -> None:
     # the SGLDConfig the chapter built from the former "llc_*" keys, preset by preset
-    former = {"smoke": (1e-3, 2, 60, 20), "cpu": (2e-4, 4, 1000, 300),
-              "paper": (2e-4, 8, 2000, 500)}
+    former = {"smoke": (1e-3, 2, 60, 20), "cpu": (2e-4, 4, 1000, 300), "paper": (2e-4, 8, 2000, 500)}
     for preset, (eps, chains, draws, burnin) in former.items():
         sgld = SETTING.sgld(preset)
         assert sgld.nbeta == 1000.0 and sgld.resolved_nbeta == 1000.0  # n, explicit
-        assert sgld.sgld_config() == SGLDConfig(epsilon=eps, gamma=10.0, nbeta=1000.0,
-                                                num_chains=chains, num_draws=draws,
-                                                num_burnin=burnin, batch_size=100)
+        assert sgld.sgld_config() == SGLDConfig(
+            epsilon=eps,
+            gamma=10.0,
+            nbeta=1000.0,
+            num_chains=chains,
+            num_draws=draws,
+            num_burnin=burnin,
+            batch_size=100,
+        )
     data = SETTING.sgld_data(SETTING.config("smoke"), SETTING.sgld("smoke"))[0]
     assert data.shape == (16, 1000, 6)

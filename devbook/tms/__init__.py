@@ -19,5 +19,12 @@ Modules: :mod:`~devbook.tms.config` (preset tables), :mod:`~devbook.tms.setting`
 from devbook.tms.config import EVAL_PRESETS, RUN_PRESETS, SGLD_PRESETS, validate, validate_eval
 from devbook.tms.setting import SETTING, TMSSetting
 
-__all__ = ["EVAL_PRESETS", "RUN_PRESETS", "SGLD_PRESETS", "SETTING", "TMSSetting", "validate",
-           "validate_eval"]
+__all__ = [
+    "EVAL_PRESETS",
+    "RUN_PRESETS",
+    "SGLD_PRESETS",
+    "SETTING",
+    "TMSSetting",
+    "validate",
+    "validate_eval",
+]

@@ -77,8 +77,7 @@ def hessian_eigenvalues(W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """
     r, c = W.shape
     w0 = torch.cat([W.detach().double().flatten(), b.detach().double()])
-    H = torch.autograd.functional.hessian(
-        lambda w: population_loss(w[: r * c].reshape(r, c), w[r * c:]), w0)
+    H = torch.autograd.functional.hessian(lambda w: population_loss(w[: r * c].reshape(r, c), w[r * c :]), w0)
     return torch.linalg.eigvalsh(H).numpy()
 
 
@@ -97,9 +96,14 @@ def _flat_stretches(flat: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def find_plateaus(steps: np.ndarray, loss: np.ndarray, *, slope_tol: float = PLATEAU_SLOPE_TOL,
-                  min_decades: float = PLATEAU_MIN_DECADES, smooth_decades: float = 0.05,
-                  ) -> list[tuple[int, int]]:
+def find_plateaus(
+    steps: np.ndarray,
+    loss: np.ndarray,
+    *,
+    slope_tol: float = PLATEAU_SLOPE_TOL,
+    min_decades: float = PLATEAU_MIN_DECADES,
+    smooth_decades: float = 0.05,
+) -> list[tuple[int, int]]:
     """Plateaus of one loss curve recorded at (log-spaced) checkpoints.
 
     ln(loss) is resampled on a grid uniform in log10(step) (0.01 decades; step 0 left out),
@@ -161,10 +165,10 @@ def labelled_plateaus(result: TrainResult, *, grad_tol: float = 0.1) -> list[lis
             if grad_norm(result.W[end, s], result.b[end, s]) > grad_tol:
                 continue
             label = classify(result.W[end, s], result.b[end, s]).label
-            level = float(np.mean(loss[start: end + 1]))
+            level = float(np.mean(loss[start : end + 1]))
             if runs and runs[-1].label == label:
                 prev = runs.pop()
-                start, level = prev.start, float(np.mean(loss[prev.start: end + 1]))
+                start, level = prev.start, float(np.mean(loss[prev.start : end + 1]))
             runs.append(Plateau(s, start, end, level, label))
         out.append(runs)
     return out
@@ -262,8 +266,7 @@ def llc_targets(plateaus: list[list[Plateau]], per_label: int) -> list[Plateau]:
     return todo
 
 
-def plateau_llc(result: TrainResult, run: int, ckpt: int, config: SGLDConfig, *,
-                seed: int) -> LLCResult:
+def plateau_llc(result: TrainResult, run: int, ckpt: int, config: SGLDConfig, *, seed: int) -> LLCResult:
     """λ̂ of one seed at one checkpoint, on that seed's own training set.
 
     Parameters
@@ -286,8 +289,9 @@ def plateau_llc(result: TrainResult, run: int, ckpt: int, config: SGLDConfig, *,
     return estimate_llc(model, tms_loss_fn, (result.data[run],), config, seed=seed)
 
 
-def label_summary(todo: Sequence[Plateau], llc: dict[tuple[int, int], float],
-                  result: TrainResult) -> dict[str, list[tuple[float, float, float]]]:
+def label_summary(
+    todo: Sequence[Plateau], llc: dict[tuple[int, int], float], result: TrainResult
+) -> dict[str, list[tuple[float, float, float]]]:
     """The measured plateaus grouped by k-gon label.
 
     Parameters
@@ -367,12 +371,15 @@ def llc_table_markdown(rows: Sequence[tuple]) -> str:
     str
         E.g. ``"`5+`: 8.4 ± 0.3 (6 plateaus); `6`: 9.1 (1 plateau)"``.
     """
-    return "; ".join(f"`{r[0]}`: {r[3]:.1f}" + (f" ± {r[4]:.1f} ({r[1]} plateaus)" if r[1] > 1
-                                                 else " (1 plateau)") for r in rows)
+    return "; ".join(
+        f"`{r[0]}`: {r[3]:.1f}" + (f" ± {r[4]:.1f} ({r[1]} plateaus)" if r[1] > 1 else " (1 plateau)")
+        for r in rows
+    )
 
 
-def transition_test(plateaus: list[list[Plateau]], llc: dict[tuple[int, int], float]
-                    ) -> tuple[list[tuple[Plateau, Plateau, float, float]], dict[str, int]]:
+def transition_test(
+    plateaus: list[list[Plateau]], llc: dict[tuple[int, int], float]
+) -> tuple[list[tuple[Plateau, Plateau, float, float]], dict[str, int]]:
     """The transitions with both ends measured, and how many lowered the loss and raised λ̂.
 
     Returns
@@ -414,8 +421,7 @@ def phase_matches(label: str, phase: str) -> bool:
     return label_k(label) == int(phase[2:]) if phase.startswith("k=") else label == phase
 
 
-def phase_stats(per_label: dict[str, list[tuple[float, float, float]]],
-                phase: str) -> tuple[float, float]:
+def phase_stats(per_label: dict[str, list[tuple[float, float, float]]], phase: str) -> tuple[float, float]:
     """Mean exact potential and mean λ̂ over the measured plateaus of a phase.
 
     Parameters
@@ -457,8 +463,7 @@ def crossing_text(per_label: dict[str, list[tuple[float, float, float]]], a: str
     if not np.isfinite(La + Lb):
         return "not measured (phase not seen at a plateau)"
     n = free_energy_crossing(Lb - La, lamb - lama)
-    return (f"{n:.0f}" if np.isfinite(n) else "none") + (f" (ΔL = {Lb - La:.4f}, "
-                                                         f"Δλ̂ = {lamb - lama:.2f})")
+    return (f"{n:.0f}" if np.isfinite(n) else "none") + (f" (ΔL = {Lb - La:.4f}, Δλ̂ = {lamb - lama:.2f})")
 
 
 def sixth_column_range(result: TrainResult, plateaus: Sequence[Plateau]) -> str:

@@ -25,18 +25,18 @@ OPTIMISERS = ("sgd", "adam")
 
 _CPU: dict[str, Any] = {
     "setting": SETTING,
-    "version": 1,           # bump when code changes would change the trained weights
+    "version": 1,  # bump when code changes would change the trained weights
     "seed": 0,
-    "num_seeds": 96,        # initialisations, trained together
-    "r": 2,                 # hidden dimensions
-    "c": 6,                 # features
-    "n": 1000,              # training-set size per seed
+    "num_seeds": 96,  # initialisations, trained together
+    "r": 2,  # hidden dimensions
+    "c": 6,  # features
+    "n": 1000,  # training-set size per seed
     "batch_size": 20,
     "num_steps": 20_000,
     "optimiser": "sgd",
     "lr": 0.01,
-    "momentum": 0.9,        # SGD only
-    "init_scale": 0.3,      # W entries ~ N(0, init_scale²) ...
+    "momentum": 0.9,  # SGD only
+    "init_scale": 0.3,  # W entries ~ N(0, init_scale²) ...
     "bias_init_scale": 0.0,  # ... and b entries ~ N(0, bias_init_scale²)
     "num_checkpoints": 120,  # log-spaced in [1, num_steps], plus step 0
     "log_every": 100,
@@ -45,15 +45,22 @@ _CPU: dict[str, Any] = {
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {**_CPU, "num_seeds": 16, "num_steps": 5000, "num_checkpoints": 60, "log_every": 50},
     "cpu": dict(_CPU),
-    "paper": {**_CPU, "num_seeds": 1000, "num_steps": 100_000, "num_checkpoints": 200,
-              "log_every": 500},
+    "paper": {**_CPU, "num_seeds": 1000, "num_steps": 100_000, "num_checkpoints": 200, "log_every": 500},
 }
 
 # nβ = 1000 is n, the size of each run's training set (the posterior at sample size n, as in
 # the seed), not the default m / log m of the SGLD batch: it is written out, never None.
 _SGLD_CPU: dict[str, Any] = {
-    "epsilon": 2e-4, "gamma": 10.0, "nbeta": 1000.0, "num_chains": 4, "num_draws": 1000,
-    "num_burnin": 300, "batch_size": 100, "num_samples": 1000, "every": 1, "seed": 0,
+    "epsilon": 2e-4,
+    "gamma": 10.0,
+    "nbeta": 1000.0,
+    "num_chains": 4,
+    "num_draws": 1000,
+    "num_burnin": 300,
+    "batch_size": 100,
+    "num_samples": 1000,
+    "every": 1,
+    "seed": 0,
 }
 
 SGLD_PRESETS: dict[str, dict[str, Any]] = {
@@ -63,9 +70,9 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _EVAL_CPU: dict[str, Any] = {
-    "grad_tol": 0.1,        # a plateau must sit near a critical point: ||∇L(w)|| below this
-    "llc_per_label": 8,     # plateaus per k-gon measured besides those of runs with transitions
-    "curve_points": 20,     # checkpoints of the featured run whose LLC is estimated
+    "grad_tol": 0.1,  # a plateau must sit near a critical point: ||∇L(w)|| below this
+    "llc_per_label": 8,  # plateaus per k-gon measured besides those of runs with transitions
+    "curve_points": 20,  # checkpoints of the featured run whose LLC is estimated
     # replica-exchange ladder of sample sizes (nested data sets); low rungs only help mixing
     "posterior_ns": [10, 20, 35, 50, 75, 100, 150, 200, 300, 400, 500, 600, 700, 800, 1000, 1200],
     "posterior_chains": 16,  # independent replica sets, each one state per rung
@@ -75,14 +82,25 @@ _EVAL_CPU: dict[str, Any] = {
 }
 
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**_EVAL_CPU, "llc_per_label": 2, "curve_points": 6,
-              "posterior_ns": [10, 50, 200, 600], "posterior_chains": 4, "posterior_steps": 200,
-              "posterior_draws": 4},
+    "smoke": {
+        **_EVAL_CPU,
+        "llc_per_label": 2,
+        "curve_points": 6,
+        "posterior_ns": [10, 50, 200, 600],
+        "posterior_chains": 4,
+        "posterior_steps": 200,
+        "posterior_draws": 4,
+    },
     "cpu": dict(_EVAL_CPU),
-    "paper": {**_EVAL_CPU, "llc_per_label": 200, "curve_points": 60,
-              "posterior_ns": [10, 20, 35, 50, 75, 100, 150, 200, 250, 300, 350, 400, 450, 500,
-                               550, 600, 650, 700, 800, 900, 1000, 1100, 1200],
-              "posterior_chains": 256, "posterior_steps": 100_000, "posterior_draws": 50},
+    "paper": {
+        **_EVAL_CPU,
+        "llc_per_label": 200,
+        "curve_points": 60,
+        "posterior_ns": [10, 20, 35, 50, 75, 100, 150, 200, *range(250, 750, 50), *range(800, 1300, 100)],
+        "posterior_chains": 256,
+        "posterior_steps": 100_000,
+        "posterior_draws": 50,
+    },
 }
 
 
@@ -99,8 +117,12 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     dict
         ``config`` itself.
     """
-    presets.check_config(config, SETTING, _CPU, ("num_seeds", "r", "c", "n", "batch_size",
-                                                "num_steps", "num_checkpoints", "log_every"))
+    presets.check_config(
+        config,
+        SETTING,
+        _CPU,
+        ("num_seeds", "r", "c", "n", "batch_size", "num_steps", "num_checkpoints", "log_every"),
+    )
     for name in ("version", "seed", "momentum", "init_scale", "bias_init_scale"):
         if config[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {config[name]}")
@@ -127,12 +149,18 @@ def validate_eval(evals: dict[str, Any]) -> dict[str, Any]:
         ``evals``, with ``posterior_ns`` as a list of ints.
     """
     ns = evals["posterior_ns"]
-    if (len(ns) < 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in ns)
-            or min(ns) < 2 or any(b <= a for a, b in zip(ns, ns[1:]))):
+    if (
+        len(ns) < 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in ns)
+        or min(ns) < 2
+        or any(b <= a for a, b in zip(ns, ns[1:]))
+    ):
         raise ValueError(f"posterior_ns must be >= 2 increasing ints >= 2, got {ns!r}")
     if evals["grad_tol"] <= 0:
         raise ValueError(f"grad_tol must be > 0, got {evals['grad_tol']}")
     if evals["posterior_draws"] > evals["posterior_steps"] // 2:
-        raise ValueError(f"posterior_draws ({evals['posterior_draws']}) must be at most half of "
-                         f"posterior_steps ({evals['posterior_steps']})")
+        raise ValueError(
+            f"posterior_draws ({evals['posterior_draws']}) must be at most half of "
+            f"posterior_steps ({evals['posterior_steps']})"
+        )
     return {**evals, "posterior_ns": list(ns)}

@@ -10,9 +10,7 @@ import torch
 from torch import Tensor
 
 
-def sample_sparse(
-    n: int, c: int = 6, *, generator: torch.Generator, batch: tuple[int, ...] = ()
-) -> Tensor:
+def sample_sparse(n: int, c: int = 6, *, generator: torch.Generator, batch: tuple[int, ...] = ()) -> Tensor:
     """Samples x = μ e_i of dimension ``c``: one non-zero entry μ ~ U[0, 1] at i ~ U{0..c-1}.
 
     Parameters

@@ -30,8 +30,14 @@ import torch
 from devbook.llc import DIAGNOSES, LLCConvergenceWarning, LLCDivergenceWarning
 from devbook.setting import SGLDPreset
 from devbook.store import Run
-from devbook.tms.analysis import (PLATEAU_MIN_DECADES, PLATEAU_SLOPE_TOL, Plateau,
-                                  hessian_eigenvalues, labelled_plateaus, plateau_llc)
+from devbook.tms.analysis import (
+    PLATEAU_MIN_DECADES,
+    PLATEAU_SLOPE_TOL,
+    Plateau,
+    hessian_eigenvalues,
+    labelled_plateaus,
+    plateau_llc,
+)
 from devbook.tms.data import sample_sparse
 from devbook.tms.kgon import classify, optimise_kgon
 from devbook.tms.posterior import TemperedDraws, occupancy_table, sample_tempered
@@ -43,8 +49,9 @@ POSTERIOR_DATA_OFFSET = 7
 """The posterior's data set D_N is drawn from ``torch.Generator(seed + 7)``."""
 
 
-def kgon_catalogue(run: Run, kgons: Sequence[tuple[int, int]] = CATALOGUE, *,
-                   max_iter: int = 100) -> list[tuple[str, float]]:
+def kgon_catalogue(
+    run: Run, kgons: Sequence[tuple[int, int]] = CATALOGUE, *, max_iter: int = 100
+) -> list[tuple[str, float]]:
     """``(label, L(w*))`` of the k-gon critical point nearest each hand-built ``(k, σ)``.
 
     Parameters
@@ -61,6 +68,7 @@ def kgon_catalogue(run: Run, kgons: Sequence[tuple[int, int]] = CATALOGUE, *,
     list of (str, float)
         Label by :func:`devbook.tms.kgon.classify` and exact loss, in the order of ``kgons``.
     """
+
     def compute() -> list[list[Any]]:
         out = []
         for k, sigma in kgons:
@@ -72,8 +80,9 @@ def kgon_catalogue(run: Run, kgons: Sequence[tuple[int, int]] = CATALOGUE, *,
     return [(label, float(L)) for label, L in run.cached("tms-kgons", key, compute)]
 
 
-def plateau_analysis(run: Run, result: TrainResult, *, grad_tol: float
-                     ) -> tuple[list[list[Plateau]], list[str]]:
+def plateau_analysis(
+    run: Run, result: TrainResult, *, grad_tol: float
+) -> tuple[list[list[Plateau]], list[str]]:
     """Every seed's labelled plateaus (:func:`devbook.tms.analysis.labelled_plateaus`) and the
     k-gon label of its last checkpoint, cached.
 
@@ -82,13 +91,18 @@ def plateau_analysis(run: Run, result: TrainResult, *, grad_tol: float
     tuple
         ``(plateaus, final)``: one list of :class:`Plateau` per seed, and S labels.
     """
+
     def compute() -> dict[str, Any]:
         found = labelled_plateaus(result, grad_tol=grad_tol)
         final = [classify(result.W[-1, s], result.b[-1, s]).label for s in range(len(found))]
         return {"plateaus": [[asdict(p) for p in runs] for runs in found], "final": final}
 
-    key = {"grad_tol": grad_tol, "slope_tol": PLATEAU_SLOPE_TOL,
-           "min_decades": PLATEAU_MIN_DECADES, "version": 1}
+    key = {
+        "grad_tol": grad_tol,
+        "slope_tol": PLATEAU_SLOPE_TOL,
+        "min_decades": PLATEAU_MIN_DECADES,
+        "version": 1,
+    }
     out = run.cached("tms-plateaus", key, compute)
     return [[Plateau(**p) for p in runs] for runs in out["plateaus"]], list(out["final"])
 
@@ -114,12 +128,19 @@ def _estimate(result: TrainResult, run: int, ckpt: int, sgld: SGLDPreset) -> dic
         warnings.simplefilter("ignore", LLCDivergenceWarning)
         res = plateau_llc(result, run, ckpt, sgld.sgld_config(), seed=sgld.seed)
     codes = np.array([DIAGNOSES.index(d) for d in res.diagnosis], dtype=np.int64)
-    return {"mean": np.array(res.mean), "std": np.array(res.std), "rhat": np.array(res.rhat),
-            "converged": np.array(res.converged), "per_chain": res.per_chain, "diagnosis": codes}
+    return {
+        "mean": np.array(res.mean),
+        "std": np.array(res.std),
+        "rhat": np.array(res.rhat),
+        "converged": np.array(res.converged),
+        "per_chain": res.per_chain,
+        "diagnosis": codes,
+    }
 
 
-def llc_estimates(run: Run, result: TrainResult, points: Sequence[tuple[int, int]],
-                  sgld: SGLDPreset) -> dict[tuple[int, int], LLCEstimate]:
+def llc_estimates(
+    run: Run, result: TrainResult, points: Sequence[tuple[int, int]], sgld: SGLDPreset
+) -> dict[tuple[int, int], LLCEstimate]:
     """λ̂ at each ``(seed index, checkpoint index)`` of ``points``, each cached in ``run``.
 
     Every estimate uses the seed's own training set and the same SGLD seed (``sgld.seed``);
@@ -135,9 +156,15 @@ def llc_estimates(run: Run, result: TrainResult, points: Sequence[tuple[int, int
         key = {"sgld": sgld.to_dict(), "seed_index": int(s), "step": int(result.steps[i])}
         r = run.cached("tms-llc", key, lambda s=s, i=i: _estimate(result, s, i, sgld))
         counts = np.bincount(r["diagnosis"], minlength=len(DIAGNOSES))
-        out[(int(s), int(i))] = LLCEstimate(int(s), int(i), float(r["mean"]), float(r["std"]),
-                                            float(r["rhat"]), bool(r["converged"]),
-                                            {d: int(c) for d, c in zip(DIAGNOSES, counts)})
+        out[(int(s), int(i))] = LLCEstimate(
+            int(s),
+            int(i),
+            float(r["mean"]),
+            float(r["std"]),
+            float(r["rhat"]),
+            bool(r["converged"]),
+            {d: int(c) for d, c in zip(DIAGNOSES, counts)},
+        )
     return out
 
 
@@ -157,10 +184,13 @@ def llc_flags(estimates: dict[tuple[int, int], LLCEstimate]) -> dict[str, int]:
         per diagnosis of ``devbook.llc.DIAGNOSES`` (``ok`` means not flagged).
     """
     values = list(estimates.values())
-    return {"estimates": len(values), "not_converged": sum(not e.converged for e in values),
-            "not_converged_negative": sum(not e.converged and e.mean < 0 for e in values),
-            "chains": sum(sum(e.diagnoses.values()) for e in values),
-            **{d: sum(e.diagnoses[d] for e in values) for d in DIAGNOSES}}
+    return {
+        "estimates": len(values),
+        "not_converged": sum(not e.converged for e in values),
+        "not_converged_negative": sum(not e.converged and e.mean < 0 for e in values),
+        "chains": sum(sum(e.diagnoses.values()) for e in values),
+        **{d: sum(e.diagnoses[d] for e in values) for d in DIAGNOSES},
+    }
 
 
 def hessian_minima(run: Run, result: TrainResult, plateaus: Sequence[Plateau]) -> list[float]:
@@ -182,20 +212,32 @@ def hessian_minima(run: Run, result: TrainResult, plateaus: Sequence[Plateau]) -
     list of float
         One per plateau.
     """
+
     def one(p: Plateau) -> float:
         W, b = result.W[p.end, p.run], result.b[p.end, p.run]
         return float(hessian_eigenvalues(W, b).min())
 
-    return [float(run.cached("tms-hessian-min", {"seed_index": p.run, "version": 1,
-                                                 "step": int(result.steps[p.end])},
-                             lambda p=p: one(p))) for p in plateaus]
+    return [
+        float(
+            run.cached(
+                "tms-hessian-min",
+                {"seed_index": p.run, "version": 1, "step": int(result.steps[p.end])},
+                lambda p=p: one(p),
+            )
+        )
+        for p in plateaus
+    ]
 
 
 def _posterior_key(run: Run, evals: dict[str, Any]) -> dict[str, Any]:
-    names = ("posterior_ns", "posterior_chains", "posterior_steps", "posterior_draws",
-             "posterior_swap_every")
-    return {**{k: evals[k] for k in names}, "seed": run.config["seed"], "c": run.config["c"],
-            "r": run.config["r"], "version": 1}
+    names = ("posterior_ns", "posterior_chains", "posterior_steps", "posterior_draws", "posterior_swap_every")
+    return {
+        **{k: evals[k] for k in names},
+        "seed": run.config["seed"],
+        "c": run.config["c"],
+        "r": run.config["r"],
+        "version": 1,
+    }
 
 
 def tempered_posterior(run: Run, evals: dict[str, Any]) -> TemperedDraws:
@@ -222,18 +264,25 @@ def tempered_posterior(run: Run, evals: dict[str, Any]) -> TemperedDraws:
     def compute() -> dict[str, np.ndarray]:
         g = torch.Generator().manual_seed(cfg["seed"] + POSTERIOR_DATA_OFFSET)
         data = sample_sparse(max(ladder), cfg["c"], generator=g)
-        t = sample_tempered(data, ladder, num_chains=evals["posterior_chains"],
-                            num_steps=evals["posterior_steps"], num_draws=evals["posterior_draws"],
-                            swap_every=evals["posterior_swap_every"], r=cfg["r"], seed=cfg["seed"])
+        t = sample_tempered(
+            data,
+            ladder,
+            num_chains=evals["posterior_chains"],
+            num_steps=evals["posterior_steps"],
+            num_draws=evals["posterior_draws"],
+            swap_every=evals["posterior_swap_every"],
+            r=cfg["r"],
+            seed=cfg["seed"],
+        )
         return {"W": t.W, "b": t.b, "swap_rate": t.swap_rate, "lowest_visits": t.lowest_visits}
 
     z = run.cached("tms-posterior", _posterior_key(run, evals), compute)
-    return TemperedDraws(ladder, *(torch.from_numpy(z[k]) for k in
-                                   ("W", "b", "swap_rate", "lowest_visits")))
+    return TemperedDraws(ladder, *(torch.from_numpy(z[k]) for k in ("W", "b", "swap_rate", "lowest_visits")))
 
 
-def posterior_occupancy(run: Run, evals: dict[str, Any], tempered: TemperedDraws, *,
-                        threshold: float = 0.1) -> pd.DataFrame:
+def posterior_occupancy(
+    run: Run, evals: dict[str, Any], tempered: TemperedDraws, *, threshold: float = 0.1
+) -> pd.DataFrame:
     """The share of each k-gon phase at each rung, cached in ``run``.
 
     Parameters

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from devbook.tms.model import population_loss
 
-
 STUDY_TABLE: dict[str, tuple[float, float, float]] = {
     "5": (0.06874, 7.0, 3.62417),
     "6": (0.04819, 8.5, 6.37767),
@@ -86,8 +85,7 @@ def classify(
     """
     if W.dim() != 2 or W.shape[0] != 2 or b.shape != (W.shape[1],):
         raise ValueError(
-            f"classify needs W of shape (2, c) and b of shape (c,); got {tuple(W.shape)}, "
-            f"{tuple(b.shape)}"
+            f"classify needs W of shape (2, c) and b of shape (c,); got {tuple(W.shape)}, {tuple(b.shape)}"
         )
     Wn = W.detach().double().cpu().numpy()
     bn = b.detach().double().cpu().numpy()
@@ -170,7 +168,11 @@ def optimise_kgon(
     mask = (W0.norm(dim=0) > 0).to(W0.dtype)
     W, b = W0.clone().requires_grad_(), b0.clone().requires_grad_()
     opt = torch.optim.LBFGS(
-        [W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-15,
+        [W, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
         line_search_fn="strong_wolfe",
     )
 

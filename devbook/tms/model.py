@@ -77,9 +77,7 @@ def _active_interval(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
 
 def _int_quadratic(p: Tensor, q: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """∫_lo^hi (p·μ + q)² dμ, expanded so that p = 0 is not a special case."""
-    return (
-        p**2 * (hi**3 - lo**3) / 3 + p * q * (hi**2 - lo**2) + q**2 * (hi - lo)
-    )
+    return p**2 * (hi**3 - lo**3) / 3 + p * q * (hi**2 - lo**2) + q**2 * (hi - lo)
 
 
 def population_loss(W: Tensor, b: Tensor) -> Tensor:
@@ -118,8 +116,7 @@ class TMSModel(nn.Module):
         super().__init__()
         _check_params(W, b)
         if W.dim() != 2:
-            raise ValueError(f"TMSModel holds one parameter: W must be (r, c), got "
-                             f"{tuple(W.shape)}")
+            raise ValueError(f"TMSModel holds one parameter: W must be (r, c), got {tuple(W.shape)}")
         self.W = nn.Parameter(W.detach().clone())
         self.b = nn.Parameter(b.detach().clone())
 

@@ -57,8 +57,9 @@ def plot_forms(result: TrainResult, run: int, shown: Sequence[Plateau]) -> Figur
     return fig
 
 
-def plot_staircase(result: TrainResult, run: int, shown: Sequence[Plateau],
-                   curve_idx: np.ndarray, curve: Sequence[float]) -> Figure:
+def plot_staircase(
+    result: TrainResult, run: int, shown: Sequence[Plateau], curve_idx: np.ndarray, curve: Sequence[float]
+) -> Figure:
     """A run's training loss (log-log) with its plateaus shaded, and λ̂ on a second axis.
 
     Parameters
@@ -97,8 +98,7 @@ def plot_staircase(result: TrainResult, run: int, shown: Sequence[Plateau],
 def _graph_positions(level: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
     """x (k, shifted right by σ and left by φ) and mean plateau loss of every label."""
     mean_level = {label: float(np.mean(v)) for label, v in level.items()}
-    xs = {label: label_k(label) + 0.12 * label.count("+") - 0.12 * label.count("-")
-          for label in mean_level}
+    xs = {label: label_k(label) + 0.12 * label.count("+") - 0.12 * label.count("-") for label in mean_level}
     return xs, mean_level
 
 
@@ -127,16 +127,37 @@ def plot_transition_graph(plateaus: list[list[Plateau]], counts: Counter) -> Fig
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for label, y in mean_level.items():
         ax.plot(xs[label], y, "o", ms=9, color="tab:blue", zorder=3)
-        ax.annotate(f"{label}  ({len(level[label])} plateaus)", (xs[label], y),
-                    textcoords="offset points", xytext=(-8, 8), ha="right", fontsize=9)
+        ax.annotate(
+            f"{label}  ({len(level[label])} plateaus)",
+            (xs[label], y),
+            textcoords="offset points",
+            xytext=(-8, 8),
+            ha="right",
+            fontsize=9,
+        )
     for (a, b), cnt in counts.items():
-        ax.annotate("", xy=(xs[b], mean_level[b]), xytext=(xs[a], mean_level[a]),
-                    arrowprops=dict(arrowstyle="-|>", lw=1 + 1.5 * np.log1p(cnt), color="tab:red",
-                                    alpha=0.7, shrinkA=6, shrinkB=6,
-                                    connectionstyle="arc3,rad=0.2"))
-        ax.text((xs[a] + xs[b]) / 2, np.sqrt(mean_level[a] * mean_level[b]), f"×{cnt}",
-                color="tab:red", fontsize=10,
-                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+        ax.annotate(
+            "",
+            xy=(xs[b], mean_level[b]),
+            xytext=(xs[a], mean_level[a]),
+            arrowprops=dict(
+                arrowstyle="-|>",
+                lw=1 + 1.5 * np.log1p(cnt),
+                color="tab:red",
+                alpha=0.7,
+                shrinkA=6,
+                shrinkB=6,
+                connectionstyle="arc3,rad=0.2",
+            ),
+        )
+        ax.text(
+            (xs[a] + xs[b]) / 2,
+            np.sqrt(mean_level[a] * mean_level[b]),
+            f"×{cnt}",
+            color="tab:red",
+            fontsize=10,
+            bbox=dict(facecolor="white", edgecolor="none", alpha=0.8),
+        )
     ax.set_yscale("log")
     ax.set_xlim(min(xs.values(), default=3) - 0.8, max(xs.values(), default=6) + 0.4)
     if mean_level:
@@ -147,9 +168,12 @@ def plot_transition_graph(plateaus: list[list[Plateau]], counts: Counter) -> Fig
     return fig
 
 
-def plot_loss_llc(per_label: dict[str, list[tuple[float, float, float]]],
-                  pairs: Sequence[tuple[Plateau, Plateau, float, float]], *,
-                  xmin: float = -25.0) -> Figure:
+def plot_loss_llc(
+    per_label: dict[str, list[tuple[float, float, float]]],
+    pairs: Sequence[tuple[Plateau, Plateau, float, float]],
+    *,
+    xmin: float = -25.0,
+) -> Figure:
     """Loss against λ̂ for every measured plateau, transitions as arrows.
 
     Points are coloured by k-gon (black: mean ± std per k-gon). Saddles give very negative λ̂
@@ -169,6 +193,7 @@ def plot_loss_llc(per_label: dict[str, list[tuple[float, float, float]]],
     -------
     matplotlib.figure.Figure
     """
+
     def clip(v: float) -> float:
         return max(v, xmin)
 
@@ -178,25 +203,33 @@ def plot_loss_llc(per_label: dict[str, list[tuple[float, float, float]]],
         xs_l = np.maximum(arr[:, 1], xmin)
         ax.scatter(xs_l, arr[:, 0], s=14, alpha=0.6, marker="o", label=label)
         if (arr[:, 1] < xmin).any():
-            ax.scatter(xs_l[arr[:, 1] < xmin], arr[arr[:, 1] < xmin, 0], s=40, marker="<",
-                       color="k")
-        ax.errorbar(clip(arr[:, 1].mean()), arr[:, 0].mean(),
-                    xerr=arr[:, 1].std() if len(arr) > 1 else 0, fmt="ko", ms=4)
-        ax.annotate(label, (clip(arr[:, 1].mean()), arr[:, 0].mean()),
-                    textcoords="offset points", xytext=(5, 5))
+            ax.scatter(xs_l[arr[:, 1] < xmin], arr[arr[:, 1] < xmin, 0], s=40, marker="<", color="k")
+        ax.errorbar(
+            clip(arr[:, 1].mean()),
+            arr[:, 0].mean(),
+            xerr=arr[:, 1].std() if len(arr) > 1 else 0,
+            fmt="ko",
+            ms=4,
+        )
+        ax.annotate(
+            label, (clip(arr[:, 1].mean()), arr[:, 0].mean()), textcoords="offset points", xytext=(5, 5)
+        )
     for a, b, la, lb in pairs:
-        ax.annotate("", xy=(clip(lb), b.loss), xytext=(clip(la), a.loss),
-                    arrowprops=dict(arrowstyle="->", color="tab:red", alpha=0.6))
+        ax.annotate(
+            "",
+            xy=(clip(lb), b.loss),
+            xytext=(clip(la), a.loss),
+            arrowprops=dict(arrowstyle="->", color="tab:red", alpha=0.6),
+        )
     ax.set_xlim(xmin - 2, None)
-    ax.set_xlabel(r"$\hat\lambda$ at the plateau (values below %g drawn at the edge, ◀)" % xmin)
+    ax.set_xlabel(rf"$\hat\lambda$ at the plateau (values below {xmin:g} drawn at the edge, ◀)")
     ax.set_ylabel("plateau loss")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
 
-def plot_occupancy(occupancy: pd.DataFrame, grid: np.ndarray, theory: np.ndarray,
-                   n_theory: float) -> Figure:
+def plot_occupancy(occupancy: pd.DataFrame, grid: np.ndarray, theory: np.ndarray, n_theory: float) -> Figure:
     """Posterior share of each k-gon phase against n, with the two-phase theory.
 
     Parameters
@@ -218,12 +251,21 @@ def plot_occupancy(occupancy: pd.DataFrame, grid: np.ndarray, theory: np.ndarray
     """
     ladder = [int(n) for n in occupancy["n"]]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, colour, name in [("k5", "tab:blue", "5-gon"), ("k6", "tab:orange", "6-gon"),
-                              ("other", "tab:gray", "other k")]:
-        ax.plot(ladder, [float(v) for v in occupancy[key]], "o-", color=colour,
-                label=f"{name} (replica exchange)")
-    ax.plot(ladder, [float(v) for v in occupancy["unclassified"]], "x:", color="k",
-            label=r"unclassified ($L(w) > 0.1$)")
+    for key, colour, name in [
+        ("k5", "tab:blue", "5-gon"),
+        ("k6", "tab:orange", "6-gon"),
+        ("other", "tab:gray", "other k"),
+    ]:
+        ax.plot(
+            ladder, [float(v) for v in occupancy[key]], "o-", color=colour, label=f"{name} (replica exchange)"
+        )
+    ax.plot(
+        ladder,
+        [float(v) for v in occupancy["unclassified"]],
+        "x:",
+        color="k",
+        label=r"unclassified ($L(w) > 0.1$)",
+    )
     ax.plot(grid, theory[0], "--", color="tab:blue", label="5-gon (seed theory)")
     ax.plot(grid, theory[1], "--", color="tab:orange", label="6-gon (seed theory)")
     ax.axvline(n_theory, color="0.6", lw=0.8)

@@ -33,8 +33,9 @@ from devbook.tms.model import empirical_loss, population_loss
 from devbook.tms.train import loss_grad
 
 
-def _langevin_step(W: Tensor, b: Tensor, x: Tensor, n: int, epsilon: float, prec: float,
-                   g: torch.Generator) -> tuple[Tensor, Tensor]:
+def _langevin_step(
+    W: Tensor, b: Tensor, x: Tensor, n: int, epsilon: float, prec: float, g: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """One update of the module docstring for chains ``W`` (C, r, c), ``b`` (C, c) on ``x``
     (C, n, c)."""
     dW, db = loss_grad(W, b, x)
@@ -102,8 +103,7 @@ def sample_posterior(
             out_W.append(W.clone())
             out_b.append(b.clone())
     if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
-        raise FloatingPointError(f"Langevin chains diverged; try an epsilon smaller than "
-                                 f"{epsilon:g}")
+        raise FloatingPointError(f"Langevin chains diverged; try an epsilon smaller than {epsilon:g}")
     return torch.stack(out_W), torch.stack(out_b)
 
 
@@ -127,31 +127,48 @@ def _energy(W: Tensor, b: Tensor, x: Tensor) -> Tensor:
     return len(x) * empirical_loss(W, b, x)
 
 
-def _check_tempered(data: Tensor, ns: list[int], num_chains: int, num_steps: int,
-                    num_draws: int, swap_every: int, scales: tuple[float, float, float]) -> None:
+def _check_tempered(
+    data: Tensor,
+    ns: list[int],
+    num_chains: int,
+    num_steps: int,
+    num_draws: int,
+    swap_every: int,
+    scales: tuple[float, float, float],
+) -> None:
     """Raise ``ValueError`` unless the arguments of :func:`sample_tempered` are sound."""
     if data.dim() != 2:
         raise ValueError(f"data must be (N, c), got {tuple(data.shape)}")
     if len(ns) < 2 or any(b <= a for a, b in zip(ns, ns[1:])) or ns[0] < 1 or ns[-1] > len(data):
         raise ValueError(f"ns must be >= 2 strictly increasing ints in [1, {len(data)}], got {ns}")
-    if not (num_chains >= 1 and num_steps >= 2 and 1 <= num_draws <= num_steps // 2
-            and swap_every >= 1):
+    if not (num_chains >= 1 and num_steps >= 2 and 1 <= num_draws <= num_steps // 2 and swap_every >= 1):
         raise ValueError(
             f"need num_chains >= 1, num_steps >= 2, 1 <= num_draws <= num_steps // 2, "
-            f"swap_every >= 1; got {num_chains}, {num_steps}, {num_draws}, {swap_every}")
+            f"swap_every >= 1; got {num_chains}, {num_steps}, {num_draws}, {swap_every}"
+        )
     if min(scales) <= 0:
         raise ValueError(f"step_scale, prior_std, init_scale must be > 0; got {scales}")
 
 
-def _swap_round(W: Tensor, b: Tensor, visited: Tensor, xs: list[Tensor], first: int,
-                accepted: Tensor, proposed: Tensor, g: torch.Generator) -> None:
+def _swap_round(
+    W: Tensor,
+    b: Tensor,
+    visited: Tensor,
+    xs: list[Tensor],
+    first: int,
+    accepted: Tensor,
+    proposed: Tensor,
+    g: torch.Generator,
+) -> None:
     """Propose to exchange the states of rungs (i, i + 1), i = first, first + 2, ..., in place."""
     C = W.shape[1]
     for i in range(first, len(xs) - 1, 2):
         j = i + 1
         log_a = (
-            _energy(W[i], b[i], xs[i]) + _energy(W[j], b[j], xs[j])
-            - _energy(W[j], b[j], xs[i]) - _energy(W[i], b[i], xs[j])
+            _energy(W[i], b[i], xs[i])
+            + _energy(W[j], b[j], xs[j])
+            - _energy(W[j], b[j], xs[i])
+            - _energy(W[i], b[i], xs[j])
         )
         acc = torch.rand(C, generator=g).log() < log_a
         for arr in (W, b, visited):
@@ -160,10 +177,20 @@ def _swap_round(W: Tensor, b: Tensor, visited: Tensor, xs: list[Tensor], first: 
         proposed[i] += C
 
 
-def sample_tempered(data: Tensor, ns: list[int], *, num_chains: int, num_steps: int,
-                    num_draws: int, step_scale: float = 0.05, swap_every: int = 10,
-                    prior_std: float = 2.0, init_scale: float = 0.1, r: int = 2,
-                    seed: int) -> TemperedDraws:
+def sample_tempered(
+    data: Tensor,
+    ns: list[int],
+    *,
+    num_chains: int,
+    num_steps: int,
+    num_draws: int,
+    step_scale: float = 0.05,
+    swap_every: int = 10,
+    prior_std: float = 2.0,
+    init_scale: float = 0.1,
+    r: int = 2,
+    seed: int,
+) -> TemperedDraws:
     """Replica-exchange Langevin over a ladder of posteriors p(w | D_{n_i}), D_n = data[:n].
 
     ``data`` (N, c) with N ≥ max(ns); ``ns`` strictly increasing. Each of ``num_chains``
@@ -193,8 +220,9 @@ def sample_tempered(data: Tensor, ns: list[int], *, num_chains: int, num_steps: 
     TemperedDraws
         The kept draws of every rung, swap rates and the mixing diagnostic.
     """
-    _check_tempered(data, ns, num_chains, num_steps, num_draws, swap_every,
-                    (step_scale, prior_std, init_scale))
+    _check_tempered(
+        data, ns, num_chains, num_steps, num_draws, swap_every, (step_scale, prior_std, init_scale)
+    )
     R, C, c = len(ns), num_chains, data.shape[1]
     g = torch.Generator().manual_seed(int(seed))
     W = torch.randn(R, C, r, c, generator=g) * init_scale
@@ -220,10 +248,12 @@ def sample_tempered(data: Tensor, ns: list[int], *, num_chains: int, num_steps: 
             out_visit.append(visited.clone())
             visited = torch.zeros(R, C, dtype=torch.bool)
     if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
-        raise FloatingPointError(f"Langevin chains diverged; try a step_scale smaller than "
-                                 f"{step_scale:g}")
+        raise FloatingPointError(f"Langevin chains diverged; try a step_scale smaller than {step_scale:g}")
     return TemperedDraws(
-        list(ns), torch.stack(out_W), torch.stack(out_b), accepted / proposed.clamp(min=1),
+        list(ns),
+        torch.stack(out_W),
+        torch.stack(out_b),
+        accepted / proposed.clamp(min=1),
         torch.stack(out_visit).float().mean(0),
     )
 
@@ -278,13 +308,19 @@ def occupancy_table(draws: TemperedDraws, *, threshold: float = 0.1) -> pd.DataF
         ks = np.array([classify(W[j], b[j]).k for j in range(len(W))])
         ks[pot > threshold] = -1
         half = len(ks) // 2
-        rows.append({"n": n, "draws": len(ks), "k5": float((ks == 5).mean()),
-                     "k6": float((ks == 6).mean()),
-                     "other": float(((ks != 5) & (ks != 6) & (ks != -1)).mean()),
-                     "unclassified": float((ks == -1).mean()),
-                     "k6_first": float((ks[:half] == 6).mean()),
-                     "k6_second": float((ks[half:] == 6).mean()),
-                     "median_loss": float(np.median(pot))})
+        rows.append(
+            {
+                "n": n,
+                "draws": len(ks),
+                "k5": float((ks == 5).mean()),
+                "k6": float((ks == 6).mean()),
+                "other": float(((ks != 5) & (ks != 6) & (ks != -1)).mean()),
+                "unclassified": float((ks == -1).mean()),
+                "k6_first": float((ks[:half] == 6).mean()),
+                "k6_second": float((ks[half:] == 6).mean()),
+                "median_loss": float(np.median(pot)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -317,8 +353,7 @@ def occupancy_crossover(occupancy: pd.DataFrame) -> str:
     return "not located"
 
 
-def two_phase_occupancy(ns: np.ndarray, phases: Sequence[tuple[float, float, float]]
-                        ) -> np.ndarray:
+def two_phase_occupancy(ns: np.ndarray, phases: Sequence[tuple[float, float, float]]) -> np.ndarray:
     """Posterior shares of phases with free energies F_n = nL + λ log n + c (Watanabe).
 
     Parameters

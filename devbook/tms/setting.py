@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from devbook.setting import Batch, SGLDPreset, Setting
+from devbook.setting import Batch, Setting, SGLDPreset
 from devbook.store import Run
 from devbook.tms import config as cfg
 from devbook.tms.model import tms_loss_fn
@@ -52,8 +52,7 @@ class TMSSetting(Setting):
         W, b, _ = init_params(config, run_seeds(config), with_data=False)
         return TMSStack(W, b)
 
-    def make_trainer(self, config: dict[str, Any],
-                     device: str | torch.device = "cpu") -> TMSTrainer:
+    def make_trainer(self, config: dict[str, Any], device: str | torch.device = "cpu") -> TMSTrainer:
         if torch.device(device).type != "cpu":
             raise ValueError("TMS trains on the CPU (18 parameters per seed)")
         return TMSTrainer(config)
@@ -71,18 +70,22 @@ class TMSSetting(Setting):
         study), so ``num_samples`` may not exceed the training-set size ``n``.
         """
         if sgld.num_samples > config["n"]:
-            raise ValueError(f"SGLD num_samples ({sgld.num_samples}) exceeds the training-set "
-                             f"size n ({config['n']}): SGLD runs on each seed's training set")
+            raise ValueError(
+                f"SGLD num_samples ({sgld.num_samples}) exceeds the training-set "
+                f"size n ({config['n']}): SGLD runs on each seed's training set"
+            )
         data = init_params(config, run_seeds(config))[2]
-        return (data[:, :sgld.num_samples],)
+        return (data[:, : sgld.num_samples],)
 
     def train_description(self, config: dict[str, Any]) -> str:
         return f"TMS {config['num_seeds']} seeds (seed {config['seed']})"
 
     def llc_sweep(self, run: Run, sgld: SGLDPreset, **kwargs: Any) -> Any:
         """Not defined for a stack of seeds: use :func:`devbook.tms.evaluate.llc_estimates`."""
-        raise NotImplementedError("a TMS run stacks many seeds; estimate the LLC of one seed at "
-                                  "one checkpoint with devbook.tms.evaluate.llc_estimates")
+        raise NotImplementedError(
+            "a TMS run stacks many seeds; estimate the LLC of one seed at "
+            "one checkpoint with devbook.tms.evaluate.llc_estimates"
+        )
 
     def result(self, run: Run) -> TrainResult:
         """Every checkpoint of every seed of ``run``, with losses (:func:`load_result`)."""

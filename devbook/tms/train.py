@@ -49,8 +49,9 @@ def run_seeds(config: Mapping[str, Any]) -> list[int]:
     return [config["seed"] * 100_000 + s for s in range(config["num_seeds"])]
 
 
-def init_params(config: Mapping[str, Any], seeds: Sequence[int], *, with_data: bool = True
-                ) -> tuple[Tensor, Tensor, Tensor | None]:
+def init_params(
+    config: Mapping[str, Any], seeds: Sequence[int], *, with_data: bool = True
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Per-seed initialisation and training set, each from ``torch.Generator(seed)``.
 
     Parameters
@@ -94,8 +95,7 @@ def loss_and_grad(W: Tensor, b: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tens
     z = torch.bmm(h, W) + b[:, None, :]  # (S, m, c)
     err = torch.relu(z) - x
     dz = 2.0 / x.shape[1] * err * (z > 0)  # dL/dz
-    dW = torch.bmm(h.transpose(1, 2), dz) + torch.bmm(
-        torch.bmm(dz, W.transpose(1, 2)).transpose(1, 2), x)
+    dW = torch.bmm(h.transpose(1, 2), dz) + torch.bmm(torch.bmm(dz, W.transpose(1, 2)).transpose(1, 2), x)
     return (err**2).sum(-1).mean(-1), dW, dz.sum(1)
 
 
@@ -126,8 +126,7 @@ class TMSStack(nn.Module):
     def __init__(self, W: Tensor, b: Tensor) -> None:
         super().__init__()
         if W.dim() != 3 or b.shape != (W.shape[0], W.shape[2]):
-            raise ValueError(f"need W (S, r, c) and b (S, c); got {tuple(W.shape)}, "
-                             f"{tuple(b.shape)}")
+            raise ValueError(f"need W (S, r, c) and b (S, c); got {tuple(W.shape)}, {tuple(b.shape)}")
         self.W = nn.Parameter(W.detach().clone(), requires_grad=False)
         self.b = nn.Parameter(b.detach().clone(), requires_grad=False)
 
@@ -139,10 +138,8 @@ class MomentOptimiser:
     """SGD with momentum (torch's convention) or Adam (β = (0.9, 0.999), ε = 1e-8), updating
     ``W`` and ``b`` in place; ``state_dict`` holds the step count and both moments."""
 
-    def __init__(self, params: Sequence[Tensor], optimiser: str, lr: float,
-                 momentum: float) -> None:
-        self.params, self.kind, self.lr, self.momentum, self.t = list(params), optimiser, lr, \
-            momentum, 0
+    def __init__(self, params: Sequence[Tensor], optimiser: str, lr: float, momentum: float) -> None:
+        self.params, self.kind, self.lr, self.momentum, self.t = list(params), optimiser, lr, momentum, 0
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
 
@@ -185,8 +182,9 @@ class TMSTrainer:
         self.model = TMSStack(W, b)
         self.data: Tensor = data
         self.batch_size = config["batch_size"]
-        self.optimiser = MomentOptimiser([self.model.W, self.model.b], config["optimiser"],
-                                         config["lr"], config["momentum"])
+        self.optimiser = MomentOptimiser(
+            [self.model.W, self.model.b], config["optimiser"], config["lr"], config["momentum"]
+        )
         self.generators = [torch.Generator().manual_seed(BATCH_SEED_OFFSET + s) for s in seeds]
         self._rows = torch.arange(len(seeds))[:, None]
         self._chunk_start: list[Tensor] | None = None
@@ -195,8 +193,9 @@ class TMSTrainer:
     def _draw_chunk(self) -> None:
         self._chunk_start = [g.get_state() for g in self.generators]
         n = self.data.shape[1]
-        self._idx = torch.stack([torch.randint(0, n, (INDEX_CHUNK, self.batch_size), generator=g)
-                                 for g in self.generators])  # (S, chunk, m)
+        self._idx = torch.stack(
+            [torch.randint(0, n, (INDEX_CHUNK, self.batch_size), generator=g) for g in self.generators]
+        )  # (S, chunk, m)
 
     def train_step(self, step: int) -> dict[str, float]:
         if step % INDEX_CHUNK == 0:
@@ -211,14 +210,18 @@ class TMSTrainer:
     def state_dict(self) -> dict[str, Any]:
         drawn = self._chunk_start is not None
         states = self._chunk_start if drawn else [g.get_state() for g in self.generators]
-        return {"optimiser": self.optimiser.state_dict(), "chunk_drawn": drawn,
-                "generators": [s.clone() for s in states]}
+        return {
+            "optimiser": self.optimiser.state_dict(),
+            "chunk_drawn": drawn,
+            "generators": [s.clone() for s in states],
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimiser.load_state_dict(state["optimiser"])
         if len(state["generators"]) != len(self.generators):
-            raise StoreError(f"saved state has {len(state['generators'])} generators, the run "
-                             f"{len(self.generators)}")
+            raise StoreError(
+                f"saved state has {len(state['generators'])} generators, the run {len(self.generators)}"
+            )
         for g, s in zip(self.generators, state["generators"]):
             g.set_state(s)
         self._chunk_start, self._idx = None, None
@@ -260,8 +263,7 @@ def checkpoint_losses(W: Tensor, b: Tensor, data: Tensor) -> dict[str, np.ndarra
     """
     with torch.no_grad():
         loss = torch.stack([empirical_loss(W[i], b[i], data) for i in range(len(W))])
-        pop = torch.stack([population_loss(W[i].double(), b[i].double()).float()
-                           for i in range(len(W))])
+        pop = torch.stack([population_loss(W[i].double(), b[i].double()).float() for i in range(len(W))])
     return {"loss": loss.numpy(), "pop_loss": pop.numpy()}
 
 
@@ -288,5 +290,13 @@ def load_result(run: Run) -> TrainResult:
     seeds = run_seeds(config)
     data = init_params(config, seeds)[2]
     losses = run.cached("tms-losses", {"version": 1}, lambda: checkpoint_losses(W, b, data))
-    return TrainResult(config, seeds, steps, W, b, torch.from_numpy(losses["loss"]),
-                       torch.from_numpy(losses["pop_loss"]), data)
+    return TrainResult(
+        config,
+        seeds,
+        steps,
+        W,
+        b,
+        torch.from_numpy(losses["loss"]),
+        torch.from_numpy(losses["pop_loss"]),
+        data,
+    )
