@@ -31,6 +31,7 @@ from devbook.presets import PRESETS, check_preset
 
 MATHJAX_VERSION = "3.2.2"
 # sha256 of the npm registry's mathjax-3.2.2.tgz (npm also checks its own sha512 integrity).
+#: sha256 of the pinned MathJax tarball.
 MATHJAX_SHA256 = "1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09"
 # The staging folder that _config.yml names in html_static_path: its mathjax/ folder becomes
 # _build/html/_static/mathjax/, and mathjax_path (mathjax/tex-chtml.js) points into it.
@@ -158,7 +159,7 @@ def prepare_notebook(notebook: Any, source: str | Path = "<chapter>") -> Any:
 
     The ``parameters`` cell and papermill's ``injected-parameters`` cell are tagged
     ``remove-cell`` (the reader sees no parameter code), and :func:`execution_note` goes under
-    the page's title (the first ``# `` line of the first markdown cell), giving the preset and
+    the page's title (the first line starting with ``#`` in the first markdown cell), giving the preset and
     every parameter the chapter ran with: its defaults, updated by what papermill injected.
     Papermill's record of the input and output paths is dropped.
     """

@@ -22,6 +22,7 @@ from devbook.progress import EXECUTING
 EXECUTED = Path("_build") / "executed"
 
 # Run by the kernel at start-up, before the first cell (IPython's ``exec_lines``).
+#: Code the kernel runs before a chapter (progress bars to the terminal, warnings without paths).
 KERNEL_SETUP = ("import devbook.chapters as _devbook_chapters; _devbook_chapters.prepare_kernel(); "
                 "del _devbook_chapters")
 
@@ -33,7 +34,7 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
 
 
 def prepare_kernel() -> None:
-    """Set up a kernel that executes a chapter for the book (called through :data:`KERNEL_SETUP`).
+    """Set up a kernel that executes a chapter for the book (called through ``KERNEL_SETUP``).
 
     Warnings are still shown in the page, but as ``Category: message``: Python's default format
     starts with the path of the code that warned (``/tmp/ipykernel_…/….py:5:`` for a chapter

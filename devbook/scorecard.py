@@ -21,6 +21,7 @@ import pandas as pd
 from devbook.chapters import EXECUTED
 from devbook.paths import repo_root
 
+#: The verdicts a claim can get.
 VERDICTS = ("reproduced", "differs", "not reachable at this scale", "not executed")
 Values = Mapping[str, Any]
 

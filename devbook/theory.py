@@ -5,19 +5,18 @@ The chapter measures the local learning coefficient λ on models where it is kno
 
 - *what λ measures* (paper App. A.1, Figure 7): :func:`potential_on`, :func:`sublevel_area`
   (area of {K < ε} by quadrature), :func:`loglog_slope`, :func:`hessian_eigenvalues`,
-  :func:`potential_table`, and the figures :func:`plot_landscapes`, :func:`plot_volume_scaling`;
+  :func:`potential_table`;
 - *the SGLD estimator on the known cases* (paper App. A.4): :func:`estimate_quietly` (one
   :func:`devbook.llc.estimate_llc` call with its warnings captured, so the page prints none),
   :func:`flag_note` (what the estimator flagged, as a sentence for the text),
-  :func:`known_case_table`, :func:`known_summary`, :func:`plot_known_cases`;
+  :func:`known_case_table`, :func:`known_summary`;
 - *how the estimator fails* (paper E.3.4, Figure 41): :func:`find_partial_divergence` (the
   step-size sweep), :func:`escape_start`, :func:`start_at`, :func:`scenario_table`,
-  :func:`failure_numbers`, :func:`divergence_note`, :func:`plot_failure_traces`,
-  :func:`plot_eps_sweep`;
+  :func:`failure_numbers`, :func:`divergence_note`;
 - *the free energy and the two types of transition* (paper App. A.2): :func:`free_energy`,
-  :func:`n_critical`, :func:`transition_numbers`, :func:`plot_free_energy`.
+  :func:`n_critical`, :func:`transition_numbers`.
 
-Plotting functions return a new figure and never change matplotlib's global rcParams.
+Its figures are in :mod:`devbook.theory_plots`.
 """
 
 from __future__ import annotations
@@ -29,11 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 
@@ -72,8 +69,9 @@ def potential_on(case: known.KnownCase, w1: np.ndarray, w2: np.ndarray) -> np.nd
         return torch.vmap(model.potential)(w).numpy().reshape(np.shape(w1))
 
 
-def _sublevel_halfwidth(case: known.KnownCase, w1: np.ndarray, eps: np.ndarray,
-                        steps: int = 45) -> np.ndarray:
+def _sublevel_halfwidth(
+    case: known.KnownCase, w1: np.ndarray, eps: np.ndarray, steps: int = 45
+) -> np.ndarray:
     """The t in [0, 1] with K(w1, w2) < eps exactly for |w2| < t (bisection, ``steps`` halvings).
 
     ``w1`` and ``eps`` broadcast to one shape; K must be even and nondecreasing in |w2|.
@@ -131,8 +129,11 @@ def half_hessian_rank(eigenvalues: np.ndarray, tol: float = 1e-9) -> float:
     return 0.5 * int((np.abs(eigenvalues) > tol).sum())
 
 
-def potential_table(potentials: Mapping[str, known.KnownCase], volume_slope: Mapping[str, float],
-                    estimates: Mapping[str, llc.LLCResult]) -> pd.DataFrame:
+def potential_table(
+    potentials: Mapping[str, known.KnownCase],
+    volume_slope: Mapping[str, float],
+    estimates: Mapping[str, llc.LLCResult],
+) -> pd.DataFrame:
     """Hessian, exact λ, volume slope and SGLD estimate of each potential, one row per name.
 
     Parameters
@@ -151,51 +152,17 @@ def potential_table(potentials: Mapping[str, known.KnownCase], volume_slope: Map
         ``volume slope``, ``SGLD λ̂``, ``± std``.
     """
     hessians = {name: hessian_eigenvalues(case) for name, case in potentials.items()}
-    return pd.DataFrame({
-        "potential": list(potentials),
-        "Hessian eigenvalues": [", ".join(f"{e:g}" for e in ev) for ev in hessians.values()],
-        "½ rank(H)": [half_hessian_rank(ev) for ev in hessians.values()],
-        "exact λ": [c.true_lambda for c in potentials.values()],
-        "volume slope": [volume_slope[k] for k in potentials],
-        "SGLD λ̂": [estimates[k].mean for k in potentials],
-        "± std": [estimates[k].std for k in potentials],
-    })
-
-
-def plot_landscapes(potentials: Mapping[str, known.KnownCase], eps_shade: float,
-                    grid: int = 401) -> Figure:
-    """Level sets of eight potentials on [-1, 1]^2 (2 x 4 panels), {K < eps_shade} shaded."""
-    fig, axes = plt.subplots(2, 4, figsize=(12, 6.2), sharex=True, sharey=True)
-    g = np.linspace(-1, 1, grid)
-    A, B = np.meshgrid(g, g)
-    for ax, (name, case) in zip(axes.flat, potentials.items()):
-        Z = potential_on(case, A, B)
-        ax.contourf(A, B, Z, levels=[0, eps_shade], colors=["tab:orange"], alpha=0.6)
-        ax.contour(A, B, Z, levels=np.geomspace(1e-3, 1, 7), colors="0.3", linewidths=0.7)
-        ax.set_title(f"{name}\n$\\lambda = {case.true_lambda:g}$", fontsize=10)
-        ax.set_aspect("equal")
-    for ax in axes[1]:
-        ax.set_xlabel("$w_1$")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("$w_2$")
-    fig.tight_layout()
-    return fig
-
-
-def plot_volume_scaling(eps: np.ndarray, volumes: Mapping[str, np.ndarray],
-                        potentials: Mapping[str, known.KnownCase]) -> Figure:
-    """Sublevel areas against eps (log-log dots), with lines of slope exact λ through the last."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (name, v) in enumerate(volumes.items()):
-        line, = ax.loglog(eps, v, "o", ms=3, color=f"C{i}")
-        lam = potentials[name].true_lambda
-        ref = v[-1] * (eps / eps[-1]) ** lam
-        ax.loglog(eps, ref, "-", lw=0.8, color=line.get_color(), label=f"{name}: exact $\\lambda$={lam:g}")
-    ax.set_xlabel(r"$\epsilon$")
-    ax.set_ylabel(r"area of $\{K < \epsilon\}$")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return pd.DataFrame(
+        {
+            "potential": list(potentials),
+            "Hessian eigenvalues": [", ".join(f"{e:g}" for e in ev) for ev in hessians.values()],
+            "½ rank(H)": [half_hessian_rank(ev) for ev in hessians.values()],
+            "exact λ": [c.true_lambda for c in potentials.values()],
+            "volume slope": [volume_slope[k] for k in potentials],
+            "SGLD λ̂": [estimates[k].mean for k in potentials],
+            "± std": [estimates[k].std for k in potentials],
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -268,8 +235,10 @@ def flag_note(results: Mapping[str, llc.LLCResult | None], what: str = "estimate
     """
     flagged = {name: f for name, r in results.items() if (f := flags(r))}
     if not flagged:
-        return (f"The estimator flagged none of the {len(results)} {what}: no chain diverged and "
-                f"split-R̂ stayed at or below {llc.RHAT_MAX} in every one.")
+        return (
+            f"The estimator flagged none of the {len(results)} {what}: no chain diverged and "
+            f"split-R̂ stayed at or below {llc.RHAT_MAX} in every one."
+        )
     items = "; ".join(f"{name}, {' and '.join(f)}" for name, f in flagged.items())
     return f"The estimator flagged {len(flagged)} of the {len(results)} {what}: {items}."
 
@@ -284,15 +253,17 @@ def known_case_table(cases: Sequence[known.KnownCase], estimates: Mapping[str, E
     for case in cases:
         r = estimates[case.name].result
         ok = r is not None
-        rows.append({
-            "case": case.description,
-            "params": case.num_params,
-            "true λ": case.true_lambda,
-            "λ̂": r.mean if ok else np.nan,
-            "std": r.std if ok else np.nan,
-            "(λ̂ − λ)/λ": (r.mean - case.true_lambda) / case.true_lambda if ok else np.nan,
-            "chains ok": f"{r.diagnosis.count('ok')}/{len(r.diagnosis)}" if ok else "all diverged",
-        })
+        rows.append(
+            {
+                "case": case.description,
+                "params": case.num_params,
+                "true λ": case.true_lambda,
+                "λ̂": r.mean if ok else np.nan,
+                "std": r.std if ok else np.nan,
+                "(λ̂ − λ)/λ": (r.mean - case.true_lambda) / case.true_lambda if ok else np.nan,
+                "chains ok": f"{r.diagnosis.count('ok')}/{len(r.diagnosis)}" if ok else "all diverged",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -302,31 +273,12 @@ def known_summary(table: pd.DataFrame) -> dict[str, int | float]:
     estimated = table.dropna(subset=["λ̂"])
     within = (estimated["λ̂"] - estimated["true λ"]).abs() <= 2 * estimated["std"]
     relerr = estimated["(λ̂ − λ)/λ"].abs()
-    return {"n-cases": len(table), "n-within": int(within.sum()),
-            "max-relerr": float(relerr.max()), "median-relerr": float(relerr.median())}
-
-
-def plot_known_cases(table: pd.DataFrame) -> Figure:
-    """Estimate against truth (left) and error per case (right) of a :func:`known_case_table`."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1, 1.4]})
-    top = 1.1 * max(table["true λ"].max(), np.nanmax(table["λ̂"] + table["std"].fillna(0)))
-    ax.plot([0, top], [0, top], color="0.6", lw=1, ls="--", label="estimate = truth")
-    for i, row in table.iterrows():
-        ax.errorbar(row["true λ"], row["λ̂"], yerr=row["std"], fmt="o", ms=5, capsize=3, color=f"C{i % 10}")
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
-    ax.set_xlabel(r"true $\lambda$")
-    ax.set_ylabel(r"SGLD estimate $\hat\lambda$ (± std over chains)")
-    ax.legend(loc="upper left", fontsize=8)
-    ax2.axhline(0, color="0.6", lw=1, ls="--")
-    for i, row in table.iterrows():
-        ax2.errorbar(i, row["λ̂"] - row["true λ"], yerr=row["std"], fmt="o", ms=5, capsize=3, color=f"C{i % 10}")
-    ax2.set_xticks(range(len(table)))
-    ax2.set_xticklabels(table["case"].str.replace("reduced-rank regression ", "RRR "), rotation=35,
-                        ha="right", fontsize=7)
-    ax2.set_ylabel(r"$\hat\lambda - \lambda$")
-    fig.tight_layout()
-    return fig
+    return {
+        "n-cases": len(table),
+        "n-within": int(within.sum()),
+        "max-relerr": float(relerr.max()),
+        "median-relerr": float(relerr.median()),
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -353,8 +305,9 @@ def sweep_point(case: known.KnownCase, epsilon: float, *, seed: int, **settings:
     return SweepPoint(epsilon, est, n_div)
 
 
-def _bisect_partial(case: known.KnownCase, sweep: list[SweepPoint], *, seed: int, steps: int,
-                    **settings: Any) -> SweepPoint | None:
+def _bisect_partial(
+    case: known.KnownCase, sweep: list[SweepPoint], *, seed: int, steps: int, **settings: Any
+) -> SweepPoint | None:
     """Bisect (geometrically) between the largest ε where some chain survived and the smallest
     where all diverged, appending every point to ``sweep``; the first partial one, or None."""
     C = settings["num_chains"]
@@ -374,8 +327,9 @@ def _bisect_partial(case: known.KnownCase, sweep: list[SweepPoint], *, seed: int
     return None
 
 
-def find_partial_divergence(case: known.KnownCase, epsilons: Sequence[float], *, seed: int,
-                            bisect_steps: int = 12, **settings: Any) -> tuple[list[SweepPoint], SweepPoint]:
+def find_partial_divergence(
+    case: known.KnownCase, epsilons: Sequence[float], *, seed: int, bisect_steps: int = 12, **settings: Any
+) -> tuple[list[SweepPoint], SweepPoint]:
     """Raise ε along ``epsilons`` until some (not all) chains diverge.
 
     If the grid jumps from no chain diverging to all, bisect between the last two; if no mixed
@@ -421,7 +375,7 @@ def markdown_escape(text: str) -> str:
 def divergence_note(point: SweepPoint, width: int = 100) -> str:
     """The estimator's messages at ``point`` as a markdown block quote, wrapped at ``width``.
 
-    One paragraph per message, each line prefixed with ``> `` and markup escaped; "(no
+    One paragraph per message, each line prefixed with ``>`` and markup escaped; "(no
     warning)" if there was none.
     """
     paragraphs = [textwrap.fill(m, width) for m in point.estimate.messages] or ["(no warning)"]
@@ -454,11 +408,17 @@ def scaled_loss(case: known.KnownCase, nbeta: float) -> float:
 
 def scenario_table(scenarios: Mapping[str, llc.LLCResult]) -> pd.DataFrame:
     """Estimate, std and count of chains per diagnosis of each scenario (label -> result)."""
-    return pd.DataFrame([
-        {"scenario": name, "λ̂ (kept chains)": r.mean, "std": r.std,
-         **{d: r.diagnosis.count(d) for d in llc.DIAGNOSES}}
-        for name, r in scenarios.items()
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "scenario": name,
+                "λ̂ (kept chains)": r.mean,
+                "std": r.std,
+                **{d: r.diagnosis.count(d) for d in llc.DIAGNOSES},
+            }
+            for name, r in scenarios.items()
+        ]
+    )
 
 
 def failure_numbers(scenarios: Mapping[str, llc.LLCResult]) -> dict[str, int | float]:
@@ -466,64 +426,21 @@ def failure_numbers(scenarios: Mapping[str, llc.LLCResult]) -> dict[str, int | f
     started off the minimum, too few steps: each one's estimate (``*-mean``), the chains
     flagged with its failure mode (``*-count``), and split-R̂ of the first and last."""
     if len(scenarios) != 4:
-        raise ValueError(f"expected 4 scenarios (healthy, diverged, escaped, not converged), got {len(scenarios)}")
+        raise ValueError(
+            f"expected 4 scenarios (healthy, diverged, escaped, not converged), got {len(scenarios)}"
+        )
     healthy, div, esc, nc = scenarios.values()
-    return {"div-count": div.diagnosis.count("diverged"), "esc-count": esc.diagnosis.count("escaped"),
-            "nc-count": nc.diagnosis.count("not_converged"), "healthy-mean": healthy.mean,
-            "div-mean": div.mean, "esc-mean": esc.mean, "nc-mean": nc.mean,
-            "healthy-rhat": healthy.rhat, "nc-rhat": nc.rhat}
-
-
-DIAG_COLOR = {"ok": "tab:green", "diverged": "tab:red", "not_converged": "tab:orange", "escaped": "tab:purple"}
-
-
-def _trace_panel(ax: Any, name: str, r: llc.LLCResult, true_lambda: float) -> None:
-    """One panel of :func:`plot_failure_traces`."""
-    steps = r.config.num_burnin + np.arange(1, r.config.num_draws + 1)
-    for c in range(r.config.num_chains):
-        ax.plot(steps, r.llc_trace_per_chain[c], lw=0.8, alpha=0.8, color=DIAG_COLOR[r.diagnosis[c]])
-    ax.plot(steps, r.llc_trace, color="k", lw=2, label="mean over kept chains")
-    ax.axhline(true_lambda, color="0.3", ls="--", lw=1, label=r"exact $\lambda$ at 0")
-    kept = r.llc_trace_per_chain[r.kept]
-    lo, hi = np.nanmin(kept), np.nanmax(kept)
-    pad = 0.15 * (hi - lo + 1e-9)
-    ax.set_ylim(min(lo - pad, -0.1), max(hi + pad, 1.2 * true_lambda))
-    counts = ", ".join(f"{r.diagnosis.count(d)} {d}" for d in llc.DIAGNOSES if d in r.diagnosis)
-    ax.set_title(f"{name}\n{counts}", fontsize=9)
-    ax.set_xlabel("SGLD step")
-    ax.set_ylabel(r"online $\hat\lambda_t$")
-
-
-def plot_failure_traces(scenarios: Mapping[str, llc.LLCResult], true_lambda: float) -> Figure:
-    """Online traces per chain (coloured by diagnosis) and their mean, one panel per scenario
-    (2 x 2), the y range set by the kept chains."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=False)
-    for ax, (name, r) in zip(axes.flat, scenarios.items()):
-        _trace_panel(ax, name, r, true_lambda)
-    handles = [plt.Line2D([], [], color=c, label=d) for d, c in DIAG_COLOR.items()]
-    axes[0, 0].legend(handles=handles + axes[0, 0].get_legend_handles_labels()[0], fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def plot_eps_sweep(sweep: Sequence[SweepPoint], true_lambda: float, title: str) -> Figure:
-    """Estimate against step size: green, no chain diverged; red, some did; dotted line, all did."""
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for s in sweep:
-        r = s.result
-        if r is not None:
-            ax.errorbar(s.epsilon, r.mean, yerr=r.std, fmt="o", capsize=3,
-                        color="tab:red" if s.diverged else "tab:green")
-        else:
-            ax.axvline(s.epsilon, color="tab:red", lw=0.8, ls=":")
-    ax.axhline(true_lambda, color="0.3", ls="--", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel(r"step size $\varepsilon$")
-    ax.set_ylabel(r"$\hat\lambda$ (kept chains)")
-    ax.set_title(title, fontsize=9)
-    ax.legend([plt.Line2D([], [], color="0.3", ls="--")], [r"exact $\lambda$"], fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
+    return {
+        "div-count": div.diagnosis.count("diverged"),
+        "esc-count": esc.diagnosis.count("escaped"),
+        "nc-count": nc.diagnosis.count("not_converged"),
+        "healthy-mean": healthy.mean,
+        "div-mean": div.mean,
+        "esc-mean": esc.mean,
+        "nc-mean": nc.mean,
+        "healthy-rhat": healthy.rhat,
+        "nc-rhat": nc.rhat,
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -548,6 +465,7 @@ def n_critical(alpha: Phase, beta: Phase) -> float:
     float
         The critical sample size n_crit.
     """
+
     def diff(log_n: float) -> float:
         return free_energy(np.exp(log_n), *beta) - free_energy(np.exp(log_n), *alpha)
 
@@ -564,32 +482,3 @@ def transition_numbers(alpha: Phase, beta: Phase) -> dict[str, float]:
     ``dc`` = c_beta − c_alpha."""
     (La, la, ca), (Lb, lb, cb) = alpha, beta
     return {"ncrit": n_critical(alpha, beta), "dL": La - Lb, "dlam": abs(lb - la), "dc": cb - ca}
-
-
-def _free_energy_panel(ax: Any, kind: str, p: Mapping[str, Phase], nc: float) -> None:
-    """One panel of :func:`plot_free_energy`."""
-    n = np.geomspace(2, nc * 3, 400)
-    La = p["alpha"][0]
-    for name, color in (("alpha", "C0"), ("beta", "C3")):
-        L, lam, c = p[name]
-        ax.plot(n, free_energy(n, L, lam, c) - n * La, color=color,
-                label=f"$\\{name}$: L={L:g}, $\\lambda$={lam:g}" + (f", c={c:g}" if c else ""))
-    ax.axvline(nc, color="0.4", ls="--", lw=1)
-    ax.annotate(f"$n_{{crit}}$ = {nc:.0f}", (nc, ax.get_ylim()[0]), xytext=(-5, 8), ha="right",
-                textcoords="offset points", fontsize=9)
-    ax.axvspan(n[0], nc, color="C0", alpha=0.06)
-    ax.axvspan(nc, n[-1], color="C3", alpha=0.06)
-    ax.set_xscale("log")
-    ax.set_xlabel("number of samples $n$")
-    ax.set_ylabel(r"$F_n - n\,L_\alpha$")
-    ax.set_title(f"{kind}: posterior moves from $\\alpha$ to $\\beta$")
-    ax.legend(fontsize=8, loc="upper left")
-
-
-def plot_free_energy(phases: Mapping[str, Mapping[str, Phase]], n_crit: Mapping[str, float]) -> Figure:
-    """F_n − n L_alpha of both phases of each transition against n (one panel each)."""
-    fig, axes = plt.subplots(1, len(phases), figsize=(11, 4))
-    for ax, (kind, p) in zip(np.atleast_1d(axes), phases.items()):
-        _free_energy_panel(ax, kind, p, n_crit[kind])
-    fig.tight_layout()
-    return fig

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from devbook import known, llc, theory
+from devbook import known, llc, theory, theory_plots
 from devbook.paths import repo_root
 
 SMALL = {"num_chains": 3, "num_draws": 60, "num_burnin": 10}
@@ -42,11 +42,18 @@ def test_potential_on_shape_and_values() -> None:
 
 
 # The strip's indicator is a step in w1, which the trapezoid rule resolves only to a grid spacing.
-@pytest.mark.parametrize(("case", "area", "rtol"), [
-    (known.quadratic((2.0, 2.0)), lambda e: math.pi * e, 2e-3),  # disc of radius sqrt(eps)
-    (known.power_sum((1, 0)), lambda e: 4 * math.sqrt(e), 1e-2),  # strip of width 2 sqrt(eps), height 2
-    (known.quadratic((2.0, 200.0)), lambda e: math.pi * e / 10, 2e-3),  # ellipse, semi-axes sqrt(e), sqrt(e)/10
-])
+@pytest.mark.parametrize(
+    ("case", "area", "rtol"),
+    [
+        (known.quadratic((2.0, 2.0)), lambda e: math.pi * e, 2e-3),  # disc of radius sqrt(eps)
+        (known.power_sum((1, 0)), lambda e: 4 * math.sqrt(e), 1e-2),  # strip of width 2 sqrt(eps), height 2
+        (
+            known.quadratic((2.0, 200.0)),
+            lambda e: math.pi * e / 10,
+            2e-3,
+        ),  # ellipse, semi-axes sqrt(e), sqrt(e)/10
+    ],
+)
 def test_sublevel_area_closed_forms(case: known.KnownCase, area, rtol: float) -> None:
     eps = np.array([1e-4, 1e-2, 0.1])
     got = theory.sublevel_area(case, eps, 2_000)
@@ -93,8 +100,9 @@ def test_estimate_quietly_matches_estimate_llc_and_prints_nothing() -> None:
     assert any("still drifting" in m for m in est.messages)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = llc.estimate_llc(case.model, case.loss_fn, case.data,
-                               case.config(epsilon=1e-7, num_chains=3, num_draws=40), seed=3)
+        ref = llc.estimate_llc(
+            case.model, case.loss_fn, case.data, case.config(epsilon=1e-7, num_chains=3, num_draws=40), seed=3
+        )
     assert est.result.mean == ref.mean and np.array_equal(est.result.per_chain, ref.per_chain)
 
 
@@ -112,8 +120,10 @@ def test_flags_and_flag_note(healthy: llc.LLCResult) -> None:
     none = theory.flag_note({"x": healthy, "y": healthy})
     assert none.startswith("The estimator flagged none of the 2 estimates")
     note = theory.flag_note({"x": healthy, "$y$": drifting, "z": None}, "cases")
-    assert note == ("The estimator flagged 2 of the 3 cases: $y$, not converged (split-R̂ = 1.50 > "
-                    f"{llc.RHAT_MAX}); z, every chain diverged.")
+    assert note == (
+        "The estimator flagged 2 of the 3 cases: $y$, not converged (split-R̂ = 1.50 > "
+        f"{llc.RHAT_MAX}); z, every chain diverged."
+    )
 
 
 def test_known_case_table_and_summary(healthy: llc.LLCResult) -> None:
@@ -125,15 +135,25 @@ def test_known_case_table_and_summary(healthy: llc.LLCResult) -> None:
     assert table["(λ̂ − λ)/λ"].iloc[0] == pytest.approx((healthy.mean - 0.75) / 0.75)
     summary = theory.known_summary(table)
     within = int(abs(healthy.mean - 0.75) <= 2 * healthy.std)
-    assert summary == {"n-cases": 2, "n-within": within, "max-relerr": abs(table["(λ̂ − λ)/λ"].iloc[0]),
-                       "median-relerr": abs(table["(λ̂ − λ)/λ"].iloc[0])}
+    assert summary == {
+        "n-cases": 2,
+        "n-within": within,
+        "max-relerr": abs(table["(λ̂ − λ)/λ"].iloc[0]),
+        "median-relerr": abs(table["(λ̂ − λ)/λ"].iloc[0]),
+    }
     assert type(summary["n-cases"]) is int and type(summary["max-relerr"]) is float
 
 
-def _stub_estimator(monkeypatch: pytest.MonkeyPatch, healthy: llc.LLCResult, partial: tuple[float, float],
-                    all_from: float, calls: list[float]) -> None:
+def _stub_estimator(
+    monkeypatch: pytest.MonkeyPatch,
+    healthy: llc.LLCResult,
+    partial: tuple[float, float],
+    all_from: float,
+    calls: list[float],
+) -> None:
     """estimate_quietly replaced: no chain diverges below partial[0], one of three does in
     [partial[0], partial[1]), all do from all_from on."""
+
     def fake(case: known.KnownCase, *, seed: int, epsilon: float, **settings) -> theory.Estimate:
         calls.append(epsilon)
         if epsilon >= all_from:
@@ -141,14 +161,16 @@ def _stub_estimator(monkeypatch: pytest.MonkeyPatch, healthy: llc.LLCResult, par
         if partial[0] <= epsilon < partial[1]:
             return theory.Estimate(dataclasses.replace(healthy, diagnosis=["diverged", "ok", "ok"]), ["some"])
         return theory.Estimate(healthy)
+
     monkeypatch.setattr(theory, "estimate_quietly", fake)
 
 
 def test_find_partial_divergence_on_grid(monkeypatch: pytest.MonkeyPatch, healthy: llc.LLCResult) -> None:
     calls: list[float] = []
     _stub_estimator(monkeypatch, healthy, (3.0, 5.0), 5.0, calls)
-    sweep, point = theory.find_partial_divergence(known.power_sum((1, 2)), [1.0, 2.0, 4.0, 8.0], seed=0,
-                                                  num_chains=3)
+    sweep, point = theory.find_partial_divergence(
+        known.power_sum((1, 2)), [1.0, 2.0, 4.0, 8.0], seed=0, num_chains=3
+    )
     assert calls == [1.0, 2.0, 4.0, 8.0] and point.epsilon == 4.0 and point.diverged == 1
     assert [s.diverged for s in sweep] == [0, 0, 1, 3]
 
@@ -156,8 +178,9 @@ def test_find_partial_divergence_on_grid(monkeypatch: pytest.MonkeyPatch, health
 def test_find_partial_divergence_bisects(monkeypatch: pytest.MonkeyPatch, healthy: llc.LLCResult) -> None:
     calls: list[float] = []
     _stub_estimator(monkeypatch, healthy, (5.0, 5.5), 5.5, calls)
-    sweep, point = theory.find_partial_divergence(known.power_sum((1, 2)), [1.0, 4.0, 16.0], seed=0,
-                                                  num_chains=3)
+    sweep, point = theory.find_partial_divergence(
+        known.power_sum((1, 2)), [1.0, 4.0, 16.0], seed=0, num_chains=3
+    )
     assert calls[:3] == [1.0, 4.0, 16.0] and calls[3] == pytest.approx(8.0)  # sqrt(4 · 16)
     assert 5.0 <= point.epsilon < 5.5 and point.diverged == 1 and sweep[-1] is point
     assert len(sweep) == len(calls)
@@ -166,8 +189,9 @@ def test_find_partial_divergence_bisects(monkeypatch: pytest.MonkeyPatch, health
 def test_find_partial_divergence_falls_back(monkeypatch: pytest.MonkeyPatch, healthy: llc.LLCResult) -> None:
     calls: list[float] = []
     _stub_estimator(monkeypatch, healthy, (0.0, 0.0), 5.0, calls)  # never partial: jump at 5
-    sweep, point = theory.find_partial_divergence(known.power_sum((1, 2)), [1.0, 4.0, 16.0], seed=0,
-                                                  num_chains=3, bisect_steps=5)
+    sweep, point = theory.find_partial_divergence(
+        known.power_sum((1, 2)), [1.0, 4.0, 16.0], seed=0, num_chains=3, bisect_steps=5
+    )
     assert len(calls) == 3 + 5 and point.diverged == 0
     assert point.epsilon == max(s.epsilon for s in sweep if s.result is not None)
     _stub_estimator(monkeypatch, healthy, (0.0, 0.0), 0.5, [])  # all diverge everywhere
@@ -177,7 +201,9 @@ def test_find_partial_divergence_falls_back(monkeypatch: pytest.MonkeyPatch, hea
 
 def test_divergence_note_wraps_and_escapes(healthy: llc.LLCResult) -> None:
     msg = "SGLD chains [0] diverged (chain 0: nβ·(L − L_n(w*)) = 106 > divergence_threshold 100) " * 3
-    note = theory.divergence_note(theory.SweepPoint(1.0, theory.Estimate(healthy, [msg, "second"]), 1), width=60)
+    note = theory.divergence_note(
+        theory.SweepPoint(1.0, theory.Estimate(healthy, [msg, "second"]), 1), width=60
+    )
     lines = note.splitlines()
     assert all(line.startswith(">") for line in lines) and max(len(line) for line in lines) <= 80
     assert r"L\_n(w\*)" in note and r"\[0\]" in note and lines[-1] == "> second"
@@ -195,8 +221,12 @@ def test_escape_start_and_start_at() -> None:
 
 def test_scenarios(healthy: llc.LLCResult) -> None:
     nc = dataclasses.replace(healthy, diagnosis=["not_converged", "ok", "ok"], rhat=1.7)
-    scen = {"h": healthy, "d": dataclasses.replace(healthy, diagnosis=["diverged", "diverged", "ok"]),
-            "e": dataclasses.replace(healthy, diagnosis=["escaped"] * 3), "n": nc}
+    scen = {
+        "h": healthy,
+        "d": dataclasses.replace(healthy, diagnosis=["diverged", "diverged", "ok"]),
+        "e": dataclasses.replace(healthy, diagnosis=["escaped"] * 3),
+        "n": nc,
+    }
     table = theory.scenario_table(scen)
     assert list(table.columns) == ["scenario", "λ̂ (kept chains)", "std", *llc.DIAGNOSES]
     assert list(table["diverged"]) == [0, 2, 0, 0] and list(table["ok"]) == [3, 1, 0, 2]
@@ -220,9 +250,11 @@ def test_free_energy_and_n_critical() -> None:
 
 
 def test_import_leaves_rcparams_alone() -> None:
-    code = ("import matplotlib; before = dict(matplotlib.rcParams); import devbook.theory; "
-            "changed = sorted(k for k, v in matplotlib.rcParams.items() if before[k] != v); "
-            "assert not changed, changed")
+    code = (
+        "import matplotlib; before = dict(matplotlib.rcParams); import devbook.theory; "
+        "changed = sorted(k for k, v in matplotlib.rcParams.items() if before[k] != v); "
+        "assert not changed, changed"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo_root())
 
 
@@ -231,19 +263,31 @@ def test_figures(healthy: llc.LLCResult) -> None:
     pots = {"$w_1^2$": known.power_sum((1, 0)), "$w_1^2 + w_2^4$": known.power_sum((1, 2))}
     eps = np.geomspace(1e-6, 1e-3, 4)
     a, b = known.power_sum((1, 2)), known.power_sum((2, 2))
-    table = theory.known_case_table([a, b], {a.name: theory.Estimate(healthy), b.name: theory.Estimate(healthy)})
+    table = theory.known_case_table(
+        [a, b], {a.name: theory.Estimate(healthy), b.name: theory.Estimate(healthy)}
+    )
     scen = {f"s{i}": healthy for i in range(4)}
-    sweep = [theory.SweepPoint(1e-3, theory.Estimate(healthy), 0), theory.SweepPoint(1e-2, theory.Estimate(None), 3)]
-    phases = {"Type A": {"alpha": (0.30, 2.0, 0.0), "beta": (0.25, 8.0, 0.0)},
-              "Type B": {"alpha": (0.20, 8.0, 0.0), "beta": (0.1995, 5.0, 12.0)}}
+    sweep = [
+        theory.SweepPoint(1e-3, theory.Estimate(healthy), 0),
+        theory.SweepPoint(1e-2, theory.Estimate(None), 3),
+    ]
+    phases = {
+        "Type A": {"alpha": (0.30, 2.0, 0.0), "beta": (0.25, 8.0, 0.0)},
+        "Type B": {"alpha": (0.20, 8.0, 0.0), "beta": (0.1995, 5.0, 12.0)},
+    }
     n_crit = {k: theory.n_critical(p["alpha"], p["beta"]) for k, p in phases.items()}
     figs = [
-        (theory.plot_landscapes(pots, 0.02, grid=21), 8),
-        (theory.plot_volume_scaling(eps, {k: theory.sublevel_area(c, eps, 50) for k, c in pots.items()}, pots), 1),
-        (theory.plot_known_cases(table), 2),
-        (theory.plot_failure_traces(scen, 0.75), 4),
-        (theory.plot_eps_sweep(sweep, 0.75, "title"), 1),
-        (theory.plot_free_energy(phases, n_crit), 2),
+        (theory_plots.plot_landscapes(pots, 0.02, grid=21), 8),
+        (
+            theory_plots.plot_volume_scaling(
+                eps, {k: theory.sublevel_area(c, eps, 50) for k, c in pots.items()}, pots
+            ),
+            1,
+        ),
+        (theory_plots.plot_known_cases(table), 2),
+        (theory_plots.plot_failure_traces(scen, 0.75), 4),
+        (theory_plots.plot_eps_sweep(sweep, 0.75, "title"), 1),
+        (theory_plots.plot_free_energy(phases, n_crit), 2),
     ]
     for fig, n_axes in figs:
         assert len(fig.axes) == n_axes

@@ -384,7 +384,7 @@ def find_forms(
     n_components
         k, the PCs whose planes must all show a vertex or cusp (k ≥ 3).
     sigma
-        Smoothing σ in checkpoints, scalar or one per checkpoint (:func:`sigma_schedule`).
+        Smoothing σ in checkpoints, scalar or one per checkpoint (:func:`devbook.ed.smoothing.sigma_schedule`).
     time_tol
         Features of different planes belong together within ``time_tol`` σ + 1 checkpoints.
     min_planes

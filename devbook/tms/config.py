@@ -42,6 +42,7 @@ _CPU: dict[str, Any] = {
     "log_every": 100,
 }
 
+#: Training configs per preset.
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {**_CPU, "num_seeds": 16, "num_steps": 5000, "num_checkpoints": 60, "log_every": 50},
     "cpu": dict(_CPU),
@@ -63,6 +64,7 @@ _SGLD_CPU: dict[str, Any] = {
     "seed": 0,
 }
 
+#: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
 SGLD_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {**_SGLD_CPU, "epsilon": 1e-3, "num_chains": 2, "num_draws": 60, "num_burnin": 20},
     "cpu": dict(_SGLD_CPU),
@@ -81,6 +83,7 @@ _EVAL_CPU: dict[str, Any] = {
     "posterior_swap_every": 10,
 }
 
+#: Evaluation sizes per preset.
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         **_EVAL_CPU,

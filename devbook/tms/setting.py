@@ -88,7 +88,7 @@ class TMSSetting(Setting):
         )
 
     def result(self, run: Run) -> TrainResult:
-        """Every checkpoint of every seed of ``run``, with losses (:func:`load_result`)."""
+        """Every checkpoint of every seed of ``run``, with losses (:func:`devbook.tms.train.load_result`)."""
         return load_result(run)
 
 

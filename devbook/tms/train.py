@@ -273,7 +273,7 @@ def load_result(run: Run) -> TrainResult:
     Parameters
     ----------
     run : devbook.store.Run
-        A complete TMS run (:meth:`devbook.tms.setting.TMSSetting.train`).
+        A complete TMS run (:meth:`devbook.setting.Setting.train`).
 
     Returns
     -------
