@@ -37,7 +37,7 @@ def prepare_kernel() -> None:
     """Set up a kernel that executes a chapter for the book (called through ``KERNEL_SETUP``).
 
     Warnings are still shown in the page, but as ``Category: message``: Python's default format
-    starts with the path of the code that warned (``/tmp/ipykernel_…/….py:5:`` for a chapter
+    starts with the path of the code that warned (a temporary file of the kernel for a chapter
     cell, a path into the virtual environment for a library), a build machine's path that means
     nothing to a reader.
 
