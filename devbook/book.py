@@ -109,18 +109,24 @@ def fetch_mathjax(cache: Path | None = None) -> Path:
     if not tarball.exists():
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError("MathJax for the book comes from the npm registry, but npm is not installed "
-                               "(Debian: apt-get install -y npm)")
+            raise RuntimeError(
+                "MathJax for the book comes from the npm registry, but npm is not installed "
+                "(Debian: apt-get install -y npm)"
+            )
         cache.mkdir(parents=True, exist_ok=True)
         print(f"[book] fetching mathjax@{MATHJAX_VERSION} with npm pack into {cache}", flush=True)
-        done = subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--pack-destination", str(cache)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--pack-destination", str(cache)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0 or not tarball.exists():
             raise RuntimeError(f"npm pack mathjax@{MATHJAX_VERSION} failed:\n{done.stderr.strip()}")
     digest = _sha256(tarball)
     if digest != MATHJAX_SHA256:
-        raise RuntimeError(f"{tarball} has sha256 {digest}, not the pinned {MATHJAX_SHA256}; "
-                           "delete it to fetch it again")
+        raise RuntimeError(
+            f"{tarball} has sha256 {digest}, not the pinned {MATHJAX_SHA256}; delete it to fetch it again"
+        )
     return tarball
 
 
@@ -139,7 +145,7 @@ def install_mathjax(target: Path, tarball: Path | None = None) -> Path:
         members = []
         for member in archive.getmembers():
             if member.name.startswith(prefix) and member.isfile():
-                member.name = member.name[len(prefix):]
+                member.name = member.name[len(prefix) :]
                 members.append(member)
         archive.extractall(folder, members=members, filter="data")
     if not (folder / "tex-chtml.js").exists():
@@ -181,15 +187,19 @@ def prepare_notebook(notebook: Any, source: str | Path = "<chapter>") -> Any:
     if first is None or title is None:
         notebook.cells.insert(0, nbformat.v4.new_markdown_cell(note))
     else:
-        first.source = "\n".join(lines[: title + 1] + ["", note, ""] + lines[title + 1:])
+        first.source = "\n".join(lines[: title + 1] + ["", note, ""] + lines[title + 1 :])
     return notebook
 
 
 def stderr_outputs(notebook: Any) -> list[tuple[int, str]]:
     """``(cell index, text)`` of every stderr stream in an executed notebook (warnings, logs)."""
-    return [(i, "".join(o.get("text", "")))
-            for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
-            for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    return [
+        (i, "".join(o.get("text", "")))
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    ]
 
 
 def stage(preset: str, executed: Mapping[str, Path], root: Path | None = None) -> Path:
@@ -259,19 +269,27 @@ def executed_chapters(preset: str, root: Path | None = None) -> dict[str, Path]:
     """
     check_preset(preset)
     root = root or repo_root()
-    executed = {page: output_path(root / (page + ".md"), preset)
-                for page in pages(root) if is_notebook(root / (page + ".md"))}
+    executed = {
+        page: output_path(root / (page + ".md"), preset)
+        for page in pages(root)
+        if is_notebook(root / (page + ".md"))
+    }
     missing = [page for page, path in executed.items() if not path.exists()]
     if missing:
         raise FileNotFoundError(
             f"not executed at preset {preset}: {', '.join(missing)} (make them with "
             f"`python -m devbook run {missing[0]}.md --preset {preset}`, `make test` for smoke, "
-            f"or build and render at once with `python -m devbook build --preset {preset}`)")
+            f"or build and render at once with `python -m devbook build --preset {preset}`)"
+        )
     return executed
 
 
-def render(preset: str = "cpu", html: str | Path | None = None,
-           executed: Mapping[str, Path] | None = None, root: Path | None = None) -> Path:
+def render(
+    preset: str = "cpu",
+    html: str | Path | None = None,
+    executed: Mapping[str, Path] | None = None,
+    root: Path | None = None,
+) -> Path:
     """Render executed notebooks into HTML strictly (any Sphinx warning fails), executing nothing.
 
     Parameters
@@ -302,8 +320,16 @@ def render(preset: str = "cpu", html: str | Path | None = None,
     output = root / "_build" / "render" / preset  # Jupyter Book writes <output>/_build/{html,.doctrees}
     if output.exists():
         shutil.rmtree(output)
-    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(folder),
-               "--path-output", str(output), "-W", "-n", "--keep-going"]
+    command = [
+        str(Path(sys.executable).parent / "jupyter-book"),
+        "build",
+        str(folder),
+        "--path-output",
+        str(output),
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
     subprocess.run(command, check=True)
     target = Path(html) if html else root / "_build" / "html"
     target = target if target.is_absolute() else root / target
@@ -311,7 +337,9 @@ def render(preset: str = "cpu", html: str | Path | None = None,
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(output / "_build" / "html"), str(target))
-    print(f"[book] rendered {target / 'index.html'} at preset {preset} in {time.perf_counter() - start:.0f} s")
+    print(
+        f"[book] rendered {target / 'index.html'} at preset {preset} in {time.perf_counter() - start:.0f} s"
+    )
     return target
 
 
@@ -334,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as error:
-        print(f"error: jupyter-book failed (exit {error.returncode}); its warnings are above", file=sys.stderr)
+        print(
+            f"error: jupyter-book failed (exit {error.returncode}); its warnings are above", file=sys.stderr
+        )
         return 1
     return 0
 

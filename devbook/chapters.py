@@ -23,12 +23,14 @@ EXECUTED = Path("_build") / "executed"
 
 # Run by the kernel at start-up, before the first cell (IPython's ``exec_lines``).
 #: Code the kernel runs before a chapter (progress bars to the terminal, warnings without paths).
-KERNEL_SETUP = ("import devbook.chapters as _devbook_chapters; _devbook_chapters.prepare_kernel(); "
-                "del _devbook_chapters")
+KERNEL_SETUP = (
+    "import devbook.chapters as _devbook_chapters; _devbook_chapters.prepare_kernel(); del _devbook_chapters"
+)
 
 
-def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                    line: str | None = None) -> str:
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
     """A warning as ``Category: message``, without the file path and source line of its origin."""
     return f"{category.__name__}: {message}\n"
 
@@ -54,7 +56,9 @@ def prepare_kernel() -> None:
 def is_notebook(path: Path) -> bool:
     """Whether a MyST markdown file carries a Jupytext header (and so has code cells)."""
     head = path.read_text(encoding="utf-8")[:2000]
-    return head.startswith("---") and "jupytext:" in head and "{code-cell}" in path.read_text(encoding="utf-8")
+    return (
+        head.startswith("---") and "jupytext:" in head and "{code-cell}" in path.read_text(encoding="utf-8")
+    )
 
 
 def load(path: str | Path) -> Any:
@@ -76,7 +80,9 @@ def parameters(notebook: Any, source: str | Path = "<chapter>") -> dict[str, Any
         raise ValueError(f"{source}: expected exactly one cell tagged 'parameters', found {len(cells)}")
     defaults: dict[str, Any] = {}
     for node in ast.parse(cells[0].source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+        if not (
+            isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ):
             raise ValueError(f"{source}: the parameters cell may only hold `name = literal` lines")
         defaults[node.targets[0].id] = ast.literal_eval(node.value)
     if not defaults or next(iter(defaults)) != "preset":
@@ -94,7 +100,9 @@ def validate(defaults: Mapping[str, Any], preset: str, overrides: Mapping[str, A
             raise ValueError("give the preset with --preset, not as -p preset=...")
         if name not in defaults:
             valid = ", ".join(f"{k} ({type(v).__name__})" for k, v in defaults.items() if k != "preset")
-            raise ValueError(f"unknown parameter {name!r}; this chapter takes: {valid or 'none besides preset'}")
+            raise ValueError(
+                f"unknown parameter {name!r}; this chapter takes: {valid or 'none besides preset'}"
+            )
         params[name] = coerce(name, value, defaults[name])
     return params
 
@@ -207,4 +215,13 @@ def _record_paths(out: Path, chapter: Path) -> None:
     nbformat.write(notebook, out)
 
 
-__all__ = ["PRESETS", "execute", "load", "output_path", "parameters", "parse_value", "prepare_kernel", "validate"]
+__all__ = [
+    "PRESETS",
+    "execute",
+    "load",
+    "output_path",
+    "parameters",
+    "parse_value",
+    "prepare_kernel",
+    "validate",
+]

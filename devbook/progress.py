@@ -45,8 +45,9 @@ def terminal() -> IO[str]:
     if _terminal_stream is None:
         fd = getattr(sys.stderr, "_original_stdstream_copy", None)
         if isinstance(fd, int):
-            _terminal_stream = io.TextIOWrapper(os.fdopen(os.dup(fd), "wb", buffering=0),
-                                                encoding="utf-8", write_through=True)
+            _terminal_stream = io.TextIOWrapper(
+                os.fdopen(os.dup(fd), "wb", buffering=0), encoding="utf-8", write_through=True
+            )
         else:
             _terminal_stream = sys.__stderr__ or sys.stderr
     return _terminal_stream

@@ -22,13 +22,18 @@ def _executed_notebook() -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# A chapter\n\nIt begins."),
         nbformat.v4.new_code_cell('preset = "cpu"\nseed = 0\nsteps = 10', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell('# Parameters\npreset = "smoke"\nseed = 3\n',
-                                  metadata={"tags": ["injected-parameters"]}),
-        nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output("stream", name="stderr",
-                                                                            text="UserWarning: careful\n")]),
+        nbformat.v4.new_code_cell(
+            '# Parameters\npreset = "smoke"\nseed = 3\n', metadata={"tags": ["injected-parameters"]}
+        ),
+        nbformat.v4.new_code_cell(
+            "x = 1", outputs=[nbformat.v4.new_output("stream", name="stderr", text="UserWarning: careful\n")]
+        ),
     ]
-    nb.metadata["papermill"] = {"parameters": {"preset": "smoke", "seed": 3},
-                                "input_path": "/work/x/book/a.md", "output_path": "/work/x/_build/a.ipynb"}
+    nb.metadata["papermill"] = {
+        "parameters": {"preset": "smoke", "seed": 3},
+        "input_path": "/work/x/book/a.md",
+        "output_path": "/work/x/_build/a.ipynb",
+    }
     return nb
 
 
@@ -55,7 +60,9 @@ def test_stderr_outputs_are_listed() -> None:
     assert book.stderr_outputs(_executed_notebook()) == [(3, "UserWarning: careful\n")]
 
 
-def test_progress_goes_to_the_terminal_while_executing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_progress_goes_to_the_terminal_while_executing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     terminal = tmp_path / "terminal"
     fd = os.open(terminal, os.O_WRONLY | os.O_CREAT)
 
@@ -92,8 +99,10 @@ def test_kernel_warnings_name_no_path() -> None:
             chapters.prepare_kernel()
             from tqdm.std import TqdmWarning
 
-            warnings.warn("IProgress not found. Please update jupyter and ipywidgets.", TqdmWarning)
-            warnings.warn("a real warning", UserWarning)
+            warnings.warn(
+                "IProgress not found. Please update jupyter and ipywidgets.", TqdmWarning, stacklevel=1
+            )
+            warnings.warn("a real warning", UserWarning, stacklevel=1)
         assert [str(w.message) for w in caught] == ["a real warning"]
 
 

@@ -35,11 +35,13 @@ ROOT = repo_root()
 HTML = Path(os.environ.get("DEVBOOK_HTML", ROOT / "_build" / "smoke" / "html"))
 SCREENS = ROOT / "_build" / "screens"
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM = next((p for p in (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium")) if p.exists()), None)
+CHROMIUM = next(
+    (p for p in (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium")) if p.exists()), None
+)
 
 PROGRESS_TEXT = [r"[\d?](?:it|cell)/s", r"\ds/(?:it|cell)", r"%\|", "█"]
-MACHINE_PATHS = ["/work/", "/root/", "/tmp/", "/home/", ".venv/lib", "site-packages", "ipykernel_"]  # not ".venv" alone: the
-# intro tells readers that `make book` creates .venv
+# Not ".venv" alone: the intro tells readers that `make book` creates .venv.
+MACHINE_PATHS = ["/work/", "/root/", "/tmp/", "/home/", ".venv/lib", "site-packages", "ipykernel_"]
 LIBRARY_NOISE = ["IProgress not found", "DeprecationWarning", "FutureWarning"]
 RAW_TEX = [r"\\\(", r"\\\)", r"\\\[", r"\\\]", r"\$\$", r"\\begin\{", r"\$[^$\n]*[\\^_][^$\n]*\$"]
 
@@ -113,18 +115,28 @@ def serve() -> Iterator[Serve]:
 def browser() -> Iterator[object]:
     """Headless Chromium driven by Debian's chromedriver; no host but 127.0.0.1 resolves."""
     if CHROMIUM is None or not CHROMEDRIVER.exists():
-        pytest.fail("the browser test needs Debian's chromium and chromium-driver: "
-                    "apt-get install -y chromium chromium-driver (make test installs them)")
+        pytest.fail(
+            "the browser test needs Debian's chromium and chromium-driver: "
+            "apt-get install -y chromium chromium-driver (make test installs them)"
+        )
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download anything
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1600", "--hide-scrollbars", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1600",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -149,12 +161,49 @@ def screenshot(driver: object, stem: Path, tile: int = 10000) -> list[Path]:
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     paths = []
     for number, top in enumerate(range(0, height, tile), start=1):
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": top, "width": 1280, "height": min(tile, height - top), "scale": 1}})
+        shot = driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": top, "width": 1280, "height": min(tile, height - top), "scale": 1},
+            },
+        )
         paths.append(stem.parent / f"{stem.name}-{number}.png")
         paths[-1].write_bytes(base64.b64decode(shot["data"]))
     return paths
+
+
+def _near(text: str, needle: str) -> str:
+    """``needle`` with up to 60 characters of ``text`` either side of its first occurrence."""
+    at = text.find(needle)
+    return repr(text[max(0, at - 60) : at + len(needle) + 60])
+
+
+def _math_problems(math: dict, prose: str) -> list[str]:
+    """What :data:`MATH_JS` found wrong, and raw TeX left in the prose."""
+    found = []
+    if math["math"] and not math["loaded"]:
+        found.append(f"{math['math']} math elements but MathJax did not load")
+    if math["math"] and not math["typeset"]:
+        found.append(f"{math['math']} math elements but no MathJax output (mjx-container)")
+    found += [f"TeX error in a formula: {error!r}" for error in math["errors"]]
+    matches = [m.group(0) for pattern in RAW_TEX for m in [re.search(pattern, prose)] if m]
+    return found + [f"raw TeX {match[:40]!r} in the visible text" for match in matches]
+
+
+def _text_problems(text: str, outputs: str) -> list[str]:
+    """Progress bars and machine paths in the page's text, library notices in its outputs."""
+    bars = [m.group(0) for pattern in PROGRESS_TEXT for m in [re.search(pattern, text)] if m]
+    found = [f"progress-bar text {bar!r} near {_near(text, bar)}" for bar in bars]
+    found += [
+        f"machine path {needle!r} near {_near(text, needle)}" for needle in MACHINE_PATHS if needle in text
+    ]
+    return found + [
+        f"library notice {needle!r} in an output: {_near(outputs, needle)}"
+        for needle in LIBRARY_NOISE
+        if needle in outputs
+    ]
 
 
 def problems(driver: object, url: str, origin: str, shot: Path | None = None) -> list[str]:
@@ -171,29 +220,19 @@ def problems(driver: object, url: str, origin: str, shot: Path | None = None) ->
     """
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get(url)
-    found = []
-    math = driver.execute_async_script(MATH_JS)
-    prose = driver.execute_script(PROSE_JS)
-    text = driver.execute_script("return document.body.innerText")
-    if math["math"] and not math["loaded"]:
-        found.append(f"{math['math']} math elements but MathJax did not load")
-    if math["math"] and not math["typeset"]:
-        found.append(f"{math['math']} math elements but no MathJax output (mjx-container)")
-    found += [f"TeX error in a formula: {error!r}" for error in math["errors"]]
-    found += [f"raw TeX {m.group(0)[:40]!r} in the visible text"
-              for pattern in RAW_TEX for m in [re.search(pattern, prose)] if m]
+    found = _math_problems(driver.execute_async_script(MATH_JS), driver.execute_script(PROSE_JS))
     found += [f"image not loaded: {src}" for src in driver.execute_script(IMAGES_JS)]
-    found += [f"JavaScript error: {entry['message'][:300]}" for entry in driver.get_log("browser")
-              if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]]  # no favicon: fine
-    found += [f"progress-bar text {m.group(0)!r} near {text[max(0, m.start() - 60):m.end() + 20]!r}"
-              for pattern in PROGRESS_TEXT for m in [re.search(pattern, text)] if m]
-    found += [f"machine path {needle!r} near {text[max(0, text.find(needle) - 60):text.find(needle) + 60]!r}"
-              for needle in MACHINE_PATHS if needle in text]
-    outputs = driver.execute_script(OUTPUTS_JS)
-    found += [f"library notice {needle!r} in an output: {outputs[outputs.find(needle):outputs.find(needle) + 80]!r}"
-              for needle in LIBRARY_NOISE if needle in outputs]
-    found += [f"request off the local server: {name}" for name in driver.execute_script(RESOURCES_JS)
-              if not (name.startswith(origin + "/") or name.startswith("data:"))]
+    # A missing favicon.ico (Sphinx makes none) is not an error of the page.
+    logs = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    found += [f"JavaScript error: {message[:300]}" for message in logs if "/favicon.ico " not in message]
+    text = driver.execute_script("return document.body.innerText")
+    found += _text_problems(text, driver.execute_script(OUTPUTS_JS))
+    resources = driver.execute_script(RESOURCES_JS)
+    found += [
+        f"request off the local server: {name}"
+        for name in resources
+        if not (name.startswith(origin + "/") or name.startswith("data:"))
+    ]
     if shot is not None:
         screenshot(driver, shot)
     return found
@@ -202,8 +241,10 @@ def problems(driver: object, url: str, origin: str, shot: Path | None = None) ->
 @pytest.mark.parametrize("page", pages(), ids=pages())
 def test_page_as_a_reader_sees_it(page: str, browser: object, serve: Serve) -> None:
     html = HTML / (page + ".html")
-    assert html.exists(), (f"no {html}: render the smoke notebooks first "
-                           "(make test, or python -m devbook.book render --preset smoke --html _build/smoke/html)")
+    assert html.exists(), (
+        f"no {html}: render the smoke notebooks first "
+        "(make test, or python -m devbook.book render --preset smoke --html _build/smoke/html)"
+    )
     origin = serve(HTML)
     found = problems(browser, f"{origin}/{page}.html", origin, SCREENS / page.replace("/", "__"))
     assert not found, f"{page}.html:\n  " + "\n  ".join(found)
@@ -218,16 +259,23 @@ def test_math_is_served_by_the_build() -> None:
 def test_downloads_name_no_machine_path() -> None:
     sources = sorted((HTML / "_sources").rglob("*.*"))
     assert sources, f"no page sources under {HTML / '_sources'}"
-    found = [f"{path.relative_to(HTML)}: {needle!r}" for path in sources
-             for needle in MACHINE_PATHS if needle in path.read_text(encoding="utf-8", errors="replace")]
+    found = [
+        f"{path.relative_to(HTML)}: {needle!r}"
+        for path in sources
+        for needle in MACHINE_PATHS
+        if needle in path.read_text(encoding="utf-8", errors="replace")
+    ]
     assert not found, "machine paths in what the download button offers:\n  " + "\n  ".join(found)
 
 
 # Synthetic pages: each check must fail on what it is there to catch.
 
+
 def _page(folder: Path, name: str, body: str, head: str = "") -> str:
-    (folder / name).write_text(f"<!doctype html><html><head><meta charset='utf-8'>{head}</head>"
-                               f"<body>{body}</body></html>", encoding="utf-8")
+    (folder / name).write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'>{head}</head><body>{body}</body></html>",
+        encoding="utf-8",
+    )
     return name
 
 
@@ -284,10 +332,19 @@ def test_checks_catch_javascript_errors(browser: object, serve: Serve, synthetic
 
 
 def test_checks_catch_progress_bars_and_paths(browser: object, serve: Serve, synthetic: Path) -> None:
-    body = ("<pre>SGLD:  40%|████      | 4/10 [00:01<00:02,  3.1it/s]</pre>"
-            "<div class='cell_output'><pre>/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: "
-            "TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.</pre></div>")
+    body = (
+        "<pre>SGLD:  40%|████      | 4/10 [00:01<00:02,  3.1it/s]</pre>"
+        "<div class='cell_output'><pre>/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: "
+        "TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.</pre></div>"
+    )
     found = "\n".join(_check(browser, serve, synthetic, _page(synthetic, "noise.html", body)))
-    for needle in ("'%|'", "'█'", "'1it/s'", "'/work/'", "'.venv/lib'", "'site-packages'",
-                   "'IProgress not found'"):
+    for needle in (
+        "'%|'",
+        "'█'",
+        "'1it/s'",
+        "'/work/'",
+        "'.venv/lib'",
+        "'site-packages'",
+        "'IProgress not found'",
+    ):
         assert needle in found, f"{needle} not reported in:\n{found}"
