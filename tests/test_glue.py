@@ -20,10 +20,37 @@ DIRECTIVE = re.compile(r"^```\{glue(?::figure|:math)?\}\s+(\S+)", re.M)
 CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.M | re.S)
 
 
+def _dict_loop_keys(tree: ast.AST) -> dict[str, list[str]]:
+    """``{loop variable: keys}`` for loops ``for k, v in d.items()`` over a dict literal ``d``."""
+    literal = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            keys = [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+            if len(keys) == len(node.value.keys):
+                literal.update({t.id: keys for t in node.targets if isinstance(t, ast.Name)})
+    loops = {}
+    for node in ast.walk(tree):
+        it = getattr(node, "iter", None)
+        if (
+            isinstance(node, ast.For)
+            and isinstance(it, ast.Call)
+            and getattr(it.func, "attr", "") == "items"
+            and isinstance(it.func.value, ast.Name)
+            and it.func.value.id in literal
+            and isinstance(node.target, ast.Tuple)
+            and isinstance(node.target.elts[0], ast.Name)
+        ):
+            loops[node.target.elts[0].id] = literal[it.func.value.id]
+    return loops
+
+
 def glued_patterns(code: str) -> list[re.Pattern[str]]:
-    """Regexes of the keys passed to ``glue(...)`` (f-string parts match any text)."""
+    """Regexes of the keys passed to ``glue(...)`` (f-string parts match any text; a loop over
+    a dict literal's items contributes the dict's keys)."""
+    tree = ast.parse(code)
+    loops = _dict_loop_keys(tree)
     out = []
-    for node in ast.walk(ast.parse(code)):
+    for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "glue" and node.args):
             continue
         key = node.args[0]
@@ -32,8 +59,12 @@ def glued_patterns(code: str) -> list[re.Pattern[str]]:
         elif isinstance(key, ast.JoinedStr):
             parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in key.values]
             out.append(re.compile("".join(parts)))
+        elif isinstance(key, ast.Name) and key.id in loops:
+            out.extend(re.compile(re.escape(k)) for k in loops[key.id])
         else:
-            raise AssertionError(f"glue key must be a literal or an f-string: {ast.unparse(key)}")
+            raise AssertionError(
+                f"glue key must be a literal, an f-string or a dict literal's key: {ast.unparse(key)}"
+            )
     return out
 
 
