@@ -195,6 +195,19 @@ def _check_inputs(
     return t, y, loss
 
 
+def _check_tolerances(
+    n: int, tolerance: float | None, rel_tolerance: float, grid_size: int, min_change: float | None
+) -> None:
+    if tolerance is not None and tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if not 0 <= rel_tolerance < 1:
+        raise ValueError(f"rel_tolerance must be in [0, 1), got {rel_tolerance}")
+    if grid_size < 10 * n and grid_size < 200:
+        raise ValueError(f"grid_size={grid_size} is too coarse; use at least 200")
+    if min_change is not None and min_change < 0:
+        raise ValueError(f"min_change must be >= 0, got {min_change}")
+
+
 def _smooth(
     x: NDArray, y: NDArray, grid_size: int, **gp_args: object
 ) -> tuple[NDArray, NDArray, NDArray, str]:
@@ -263,14 +276,7 @@ def find_stages(
     """
     t, y, loss = _check_inputs(steps, llc, losses, time, time_offset)
     n = t.shape[0]
-    if tolerance is not None and tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    if not 0 <= rel_tolerance < 1:
-        raise ValueError(f"rel_tolerance must be in [0, 1), got {rel_tolerance}")
-    if grid_size < 10 * n and grid_size < 200:
-        raise ValueError(f"grid_size={grid_size} is too coarse; use at least 200")
-    if min_change is not None and min_change < 0:
-        raise ValueError(f"min_change must be >= 0, got {min_change}")
+    _check_tolerances(n, tolerance, rel_tolerance, grid_size, min_change)
 
     x = _time_axis(t, time, time_offset)
     xg, mean, std, fitted = _smooth(

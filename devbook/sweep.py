@@ -78,6 +78,37 @@ def select_steps(steps: Sequence[int], every: int = 1) -> list[int]:
     return sorted(set(ordered[::every]) | {ordered[0], ordered[-1]})
 
 
+def _checked_steps(run: Run, steps: Sequence[int] | None) -> list[int]:
+    """``steps`` (default: every checkpoint of ``run``) sorted, each one a saved checkpoint."""
+    available = run.checkpoint_steps()
+    if steps is None:
+        steps = available
+    missing = sorted(set(int(s) for s in steps) - set(available))
+    if missing:
+        raise ValueError(
+            f"steps {missing[:5]}{'…' if len(missing) > 5 else ''} have no "
+            f"checkpoint in run {run.key}; available: {available[:3]}…{available[-3:]}"
+        )
+    return sorted(set(int(s) for s in steps))
+
+
+def _estimate(
+    model: nn.Module, loss_fn: Callable, data: Batch, config: SGLDConfig, seed: int, vectorize: bool
+) -> dict[str, np.ndarray]:
+    """One checkpoint's estimate as the arrays the run store caches."""
+    res = estimate_llc(model, loss_fn, data, config, seed=seed, vectorize=vectorize)
+    codes = np.array([DIAGNOSES.index(d) for d in res.diagnosis], dtype=np.int64)
+    return {
+        "mean": np.array(res.mean),
+        "std": np.array(res.std),
+        "per_chain": res.per_chain,
+        "init_loss": np.array(res.init_loss),
+        "trace": res.llc_trace_per_chain,
+        "diagnosis": codes,
+        "seconds": np.array(res.seconds),
+    }
+
+
 def sweep_llc(
     run: Run,
     build_model: Callable[[int], nn.Module],
@@ -101,37 +132,18 @@ def sweep_llc(
         raise ValueError(f"run must be a devbook.store.Run, got {type(run).__name__}")
     if not isinstance(config, SGLDConfig):
         raise ValueError(f"config must be an SGLDConfig, got {type(config).__name__}")
-    available = run.checkpoint_steps()
-    if steps is None:
-        steps = available
-    missing = sorted(set(int(s) for s in steps) - set(available))
-    if missing:
-        raise ValueError(
-            f"steps {missing[:5]}{'…' if len(missing) > 5 else ''} have no "
-            f"checkpoint in run {run.key}; available: {available[:3]}…{available[-3:]}"
-        )
-    steps = sorted(set(int(s) for s in steps))
+    steps = _checked_steps(run, steps)
     base: dict[str, Any] = {"sgld": asdict(config), "seed": int(seed), "data": data_fingerprint(data)}
-
-    def one(step: int) -> dict[str, np.ndarray]:
-        model = build_model(step)
-        res = estimate_llc(model, loss_fn, data, config, seed=seed, vectorize=vectorize)
-        codes = np.array([DIAGNOSES.index(d) for d in res.diagnosis], dtype=np.int64)
-        return {
-            "mean": np.array(res.mean),
-            "std": np.array(res.std),
-            "per_chain": res.per_chain,
-            "init_loss": np.array(res.init_loss),
-            "trace": res.llc_trace_per_chain,
-            "diagnosis": codes,
-            "seconds": np.array(res.seconds),
-        }
 
     rows: list[dict[str, Any]] = []
     traces: dict[int, np.ndarray] = {}
     bar = tqdm(steps, desc=f"LLC over checkpoints ({run.key[:8]})", disable=not progress)
     for step in bar:
-        out = run.cached(name, {**base, "step": step}, lambda s=step: one(s))
+        out = run.cached(
+            name,
+            {**base, "step": step},
+            lambda s=step: _estimate(build_model(s), loss_fn, data, config, seed, vectorize),
+        )
         counts = np.bincount(out["diagnosis"], minlength=len(DIAGNOSES))
         rows.append(
             {
