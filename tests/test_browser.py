@@ -148,10 +148,11 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def screenshot(driver: object, stem: Path, tile: int = 10000) -> list[Path]:
-    """PNGs of the whole page, ``tile`` CSS pixels tall each: ``<stem>-1.png``, ``<stem>-2.png``...
+def screenshot(driver: object, stem: Path, tile: int = 10000, tiles: int = 3) -> list[Path]:
+    """PNGs of the page, ``tile`` CSS pixels tall each: ``<stem>-1.png``, ``<stem>-2.png``...
 
-    Earlier screenshots of the same page are removed first.
+    At most ``tiles`` of them, from the top (a chapter fits; the API reference is cut: each
+    10,000-px tile costs about 10 s). Earlier screenshots of the same page are removed first.
     """
     import base64
 
@@ -160,7 +161,7 @@ def screenshot(driver: object, stem: Path, tile: int = 10000) -> list[Path]:
         old.unlink()
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     paths = []
-    for number, top in enumerate(range(0, height, tile), start=1):
+    for number, top in enumerate(range(0, min(height, tile * tiles), tile), start=1):
         shot = driver.execute_cdp_cmd(
             "Page.captureScreenshot",
             {
