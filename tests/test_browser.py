@@ -152,26 +152,27 @@ def screenshot(driver: object, stem: Path, tile: int = 10000, tiles: int = 3) ->
     """PNGs of the page, ``tile`` CSS pixels tall each: ``<stem>-1.png``, ``<stem>-2.png``...
 
     At most ``tiles`` of them, from the top (a chapter fits; the API reference is cut: each
-    10,000-px tile costs about 10 s). Earlier screenshots of the same page are removed first.
+    10,000-px tile costs about 10 s). The viewport is made as tall as what is captured, as a
+    very tall window would be (Chromium's ``captureBeyondViewport`` shifts some pages sideways).
+    Earlier screenshots of the same page are removed first.
     """
     import base64
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     for old in stem.parent.glob(f"{stem.name}-*.png"):
         old.unlink()
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), tile * tiles)
+    metrics = {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     paths = []
-    for number, top in enumerate(range(0, min(height, tile * tiles), tile), start=1):
-        shot = driver.execute_cdp_cmd(
-            "Page.captureScreenshot",
-            {
-                "format": "png",
-                "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": top, "width": 1280, "height": min(tile, height - top), "scale": 1},
-            },
-        )
-        paths.append(stem.parent / f"{stem.name}-{number}.png")
-        paths[-1].write_bytes(base64.b64decode(shot["data"]))
+    try:
+        for number, top in enumerate(range(0, height, tile), start=1):
+            clip = {"x": 0, "y": top, "width": 1280, "height": min(tile, height - top), "scale": 1}
+            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": clip})
+            paths.append(stem.parent / f"{stem.name}-{number}.png")
+            paths[-1].write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     return paths
 
 
