@@ -55,8 +55,9 @@ class KnownCase:
         return SGLDConfig(**{**self.sgld, **overrides})
 
 
-def _case(name: str, model: nn.Module, loss_fn: Callable, data: Batch, lam: float, desc: str,
-          sgld: dict[str, Any]) -> KnownCase:
+def _case(
+    name: str, model: nn.Module, loss_fn: Callable, data: Batch, lam: float, desc: str, sgld: dict[str, Any]
+) -> KnownCase:
     w_star = {k: p.detach().clone() for k, p in model.named_parameters()}
     return KnownCase(name, model, loss_fn, data, float(lam), w_star, desc, sgld)
 
@@ -99,10 +100,16 @@ def quadratic(curvatures: Sequence[float]) -> KnownCase:
     nbeta = 1000.0
     # ε·nβ·h_max = 0.12: SGLD's discretisation bias (+ε·nβ·h/4 relative) is 3% on the stiffest
     # coordinate; the softest mixes in ~2/(ε·nβ·h_min) steps.
-    sgld = dict(epsilon=0.12 / (nbeta * max(h)), gamma=1.0, nbeta=nbeta, num_chains=64,
-                num_draws=1000, num_burnin=200, batch_size=1)
-    return _case(f"quadratic{h}", model, potential_loss, _dummy(), len(h) / 2,
-                 f"½ Σ h_i w_i², h = {h}", sgld)
+    sgld = dict(
+        epsilon=0.12 / (nbeta * max(h)),
+        gamma=1.0,
+        nbeta=nbeta,
+        num_chains=64,
+        num_draws=1000,
+        num_burnin=200,
+        batch_size=1,
+    )
+    return _case(f"quadratic{h}", model, potential_loss, _dummy(), len(h) / 2, f"½ Σ h_i w_i², h = {h}", sgld)
 
 
 def power_sum(half_powers: Sequence[int]) -> KnownCase:
@@ -118,10 +125,12 @@ def power_sum(half_powers: Sequence[int]) -> KnownCase:
     desc = terms + (f" (unused: w{', w'.join(map(str, unused))})" if unused else "")
     # Without localization E[nβ w^{2k}] = 1/(2k) exactly at any nβ; small γ only bounds unused
     # coordinates. nβ = 100 keeps quadratic and higher-power coordinates similarly fast.
-    sgld = dict(epsilon=6e-4, gamma=0.1, nbeta=100.0, num_chains=64, num_draws=1000, num_burnin=200,
-                batch_size=1)
-    return _case(f"power_sum{k}", model, potential_loss, _dummy(), sum(1 / (2 * ki) for ki in k if ki),
-                 desc, sgld)
+    sgld = dict(
+        epsilon=6e-4, gamma=0.1, nbeta=100.0, num_chains=64, num_draws=1000, num_burnin=200, batch_size=1
+    )
+    return _case(
+        f"power_sum{k}", model, potential_loss, _dummy(), sum(1 / (2 * ki) for ki in k if ki), desc, sgld
+    )
 
 
 def normal_crossing(half_powers: Sequence[int]) -> KnownCase:
@@ -132,10 +141,18 @@ def normal_crossing(half_powers: Sequence[int]) -> KnownCase:
     # The posterior is a funnel along the axes: a 3x smaller ε (6e-4) mixes too slowly and
     # reads w1²·w2⁴ ~25% low. With multiplicity > 1 (the minimum 1/(2k_i) attained twice, e.g.
     # w1²·w2²) the estimate at finite nβ sits below λ by a log correction (~0.43 for λ = 1/2).
-    sgld = dict(epsilon=2e-3, gamma=0.1, nbeta=100.0, num_chains=64, num_draws=1000, num_burnin=200,
-                batch_size=1)
-    return _case(f"normal_crossing{k}", model, potential_loss, _dummy(), min(1 / (2 * ki) for ki in k),
-                 " · ".join(f"w{i + 1}^{2 * ki}" for i, ki in enumerate(k)), sgld)
+    sgld = dict(
+        epsilon=2e-3, gamma=0.1, nbeta=100.0, num_chains=64, num_draws=1000, num_burnin=200, batch_size=1
+    )
+    return _case(
+        f"normal_crossing{k}",
+        model,
+        potential_loss,
+        _dummy(),
+        min(1 / (2 * ki) for ki in k),
+        " · ".join(f"w{i + 1}^{2 * ki}" for i, ki in enumerate(k)),
+        sgld,
+    )
 
 
 def _orthogonal_noise(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -159,10 +176,12 @@ class PolynomialModel(nn.Module):
         self.w = nn.Parameter(torch.zeros(len(powers), dtype=DTYPE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (self.w ** self.powers).prod()
+        return x * (self.w**self.powers).prod()
 
 
-def polynomial_model(powers: Sequence[int], n: int = 4096, seed: int = 0, noise_std: float = 0.1) -> KnownCase:
+def polynomial_model(
+    powers: Sequence[int], n: int = 4096, seed: int = 0, noise_std: float = 0.1
+) -> KnownCase:
     """ŷ = x · Π w_i^{p_i} with x ~ N(0, 1), y = noise ⟂ x (std ``noise_std``), at w = 0:
     λ = 1/(2 max_i p_i). λ does not depend on the noise level; small noise keeps the
     recycled minibatch losses, multiplied by nβ, from swamping the estimate."""
@@ -172,10 +191,24 @@ def polynomial_model(powers: Sequence[int], n: int = 4096, seed: int = 0, noise_
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, generator=gen, dtype=DTYPE)
     y = noise_std * _orthogonal_noise(x, torch.randn(n, 1, generator=gen, dtype=DTYPE))
-    sgld = dict(epsilon=2e-3, gamma=0.1, nbeta=100.0, num_chains=64, num_draws=1000, num_burnin=200,
-                batch_size=min(128, n))
-    return _case(f"polynomial{p}", PolynomialModel(p), mse_loss, (x, y), 1 / (2 * max(p)),
-                 "ŷ = x·" + "·".join(f"w{i + 1}^{pi}" for i, pi in enumerate(p)), sgld)
+    sgld = dict(
+        epsilon=2e-3,
+        gamma=0.1,
+        nbeta=100.0,
+        num_chains=64,
+        num_draws=1000,
+        num_burnin=200,
+        batch_size=min(128, n),
+    )
+    return _case(
+        f"polynomial{p}",
+        PolynomialModel(p),
+        mse_loss,
+        (x, y),
+        1 / (2 * max(p)),
+        "ŷ = x·" + "·".join(f"w{i + 1}^{pi}" for i, pi in enumerate(p)),
+        sgld,
+    )
 
 
 def aoyagi_lambda(M: int, H: int, N: int, r: int) -> float:
@@ -228,8 +261,16 @@ def reduced_rank_minimum(x: torch.Tensor, y: torch.Tensor, H: int) -> tuple[torc
     return A, B
 
 
-def reduced_rank_regression(M: int, H: int, N: int, r: int, n: int = 8192, seed: int = 0,
-                            noise_std: float = 0.1, orthogonal_noise: bool = True) -> KnownCase:
+def reduced_rank_regression(
+    M: int,
+    H: int,
+    N: int,
+    r: int,
+    n: int = 8192,
+    seed: int = 0,
+    noise_std: float = 0.1,
+    orthogonal_noise: bool = True,
+) -> KnownCase:
     """y = C₀x + ξ with C₀ of rank r (singular values in [1, 2]), x ~ N(0, I_M),
     ξ ~ N(0, noise_std² I_N);
     the model ŷ = BAx starts at the exact empirical minimum (:func:`reduced_rank_minimum`).
@@ -248,10 +289,24 @@ def reduced_rank_regression(M: int, H: int, N: int, r: int, n: int = 8192, seed:
     noise = torch.randn(n, N, generator=gen, dtype=DTYPE)
     y = x @ c0.T + noise_std * (_orthogonal_noise(x, noise) if orthogonal_noise else noise)
     A, B = reduced_rank_minimum(x, y, H)
-    sgld = dict(epsilon=2e-4, gamma=1.0, nbeta=300.0, num_chains=32, num_draws=1000, num_burnin=200,
-                batch_size=min(128, n))
-    return _case(f"rrr(M={M},H={H},N={N},r={r})", ReducedRank(A, B), mse_loss, (x, y), lam,
-                 f"reduced-rank regression M={M}, H={H}, N={N}, true rank r={r}", sgld)
+    sgld = dict(
+        epsilon=2e-4,
+        gamma=1.0,
+        nbeta=300.0,
+        num_chains=32,
+        num_draws=1000,
+        num_burnin=200,
+        batch_size=min(128, n),
+    )
+    return _case(
+        f"rrr(M={M},H={H},N={N},r={r})",
+        ReducedRank(A, B),
+        mse_loss,
+        (x, y),
+        lam,
+        f"reduced-rank regression M={M}, H={H}, N={N}, true rank r={r}",
+        sgld,
+    )
 
 
 def known_cases() -> list[KnownCase]:
