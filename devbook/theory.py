@@ -230,7 +230,7 @@ def flag_note(results: Mapping[str, llc.LLCResult | None], what: str = "estimate
     Returns
     -------
     str
-        E.g. "The estimator flagged 1 of the 8 estimates: $w_1^4$, not converged
+        E.g. "The estimator flagged 1 of the 8 estimates: ``w_1^4``, not converged
         (split-R̂ = 1.21 > 1.2)." or "The estimator flagged none of the 8 estimates: ...".
     """
     flagged = {name: f for name, r in results.items() if (f := flags(r))}
