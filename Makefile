@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/llc_vs_devinterp.py --threads 1
 	$(PY) benchmarks/regression.py
 	$(PY) benchmarks/ed.py
+	$(PY) benchmarks/hessian_vs_pyhessian.py
 
 clean:
 	rm -rf _build

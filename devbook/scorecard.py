@@ -120,6 +120,15 @@ def judge_heads(key: str, paper_missing_is: str) -> Callable[[Values, str], tupl
     return judge
 
 
+def judge_curvature_misses(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when the Hessian statistics, together, miss at least one LLC boundary."""
+    n, found = int(v["hs-n-llc-ms"]), int(v["hs-found-either"])
+    if n == 0:
+        return "the LLC has no boundary at this preset", "not reachable at this scale"
+    text = f"trace or top eigenvalue finds {found} of {n} LLC boundaries"
+    return text, "reproduced" if found < n else "differs"
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "SGLD recovers the learning coefficient of models where it is known exactly",
@@ -144,6 +153,14 @@ CLAIMS: tuple[Claim, ...] = (
         "book/regression/stages",
         ("lr-stage-types", "lr-reached"),
         judge_stage_types(list("AABBA"), "lr-reached", "lr"),
+    ),
+    Claim(
+        "The Hessian's trace and top eigenvalue miss stage boundaries the LLC finds",
+        "paper App. D.1.3",
+        "2 of 4 LLC boundaries found",
+        "book/regression/hessian",
+        ("hs-n-llc-ms", "hs-found-either"),
+        judge_curvature_misses,
     ),
     Claim(
         "The language model develops in five stages",

@@ -55,6 +55,13 @@ def test_head_and_staircase_verdicts() -> None:
     )
 
 
+def test_curvature_verdict() -> None:
+    judge = scorecard.judge_curvature_misses
+    assert judge({"hs-n-llc-ms": 4, "hs-found-either": 2}, "cpu")[1] == "reproduced"
+    assert judge({"hs-n-llc-ms": 3, "hs-found-either": 3}, "cpu")[1] == "differs"
+    assert judge({"hs-n-llc-ms": 0, "hs-found-either": 0}, "cpu")[1] == "not reachable at this scale"
+
+
 def test_scorecard_reads_executed_notebooks(tmp_path: Path) -> None:
     (tmp_path / "devbook").mkdir()
     claim = scorecard.CLAIMS[2]  # regression stages
