@@ -129,6 +129,15 @@ def judge_curvature_misses(v: Values, preset: str) -> tuple[str, str]:
     return text, "reproduced" if found < n else "differs"
 
 
+def judge_forms(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when every paper form this run reaches is met by a significant form."""
+    reachable, found = int(v["lf-n-reachable"]), int(v["lf-n-paper-found"])
+    text = f"{found} of the {reachable} paper forms this run reaches found ({v['lf-n-significant']} significant forms)"
+    if reachable == 0:
+        return text, "not reachable at this scale"
+    return text, "reproduced" if found == reachable else "differs"
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "SGLD recovers the learning coefficient of models where it is known exactly",
@@ -161,6 +170,14 @@ CLAIMS: tuple[Claim, ...] = (
         "book/regression/hessian",
         ("hs-n-llc-ms", "hs-found-either"),
         judge_curvature_misses,
+    ),
+    Claim(
+        "The regression transformer's trajectory has forms at the paper's steps",
+        "paper §3.2, Table 4",
+        "forms at 2.5k, 34.5k, 106.1k, 168.9k steps",
+        "book/regression/forms",
+        ("lf-n-reachable", "lf-n-paper-found", "lf-n-significant"),
+        judge_forms,
     ),
     Claim(
         "The language model develops in five stages",

@@ -60,6 +60,15 @@ def test_curvature_verdict() -> None:
     assert judge({"hs-n-llc-ms": 4, "hs-found-either": 2}, "cpu")[1] == "reproduced"
     assert judge({"hs-n-llc-ms": 3, "hs-found-either": 3}, "cpu")[1] == "differs"
     assert judge({"hs-n-llc-ms": 0, "hs-found-either": 0}, "cpu")[1] == "not reachable at this scale"
+    forms = scorecard.judge_forms
+    assert (
+        forms({"lf-n-reachable": 2, "lf-n-paper-found": 2, "lf-n-significant": 3}, "cpu")[1] == "reproduced"
+    )
+    assert forms({"lf-n-reachable": 2, "lf-n-paper-found": 1, "lf-n-significant": 1}, "cpu")[1] == "differs"
+    assert (
+        forms({"lf-n-reachable": 0, "lf-n-paper-found": 0, "lf-n-significant": 0}, "cpu")[1]
+        == "not reachable at this scale"
+    )
 
 
 def test_scorecard_reads_executed_notebooks(tmp_path: Path) -> None:

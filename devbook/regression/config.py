@@ -63,7 +63,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
         "num_steps": 20_000,
         "n_log_checkpoints": 50,
         "n_linear_checkpoints": 50,
-        "n_ed_checkpoints": 500,
+        "n_ed_checkpoints": 2_000,  # every 10 steps: ~35 checkpoints inside LR1 (ends near step 350)
         "log_every": 100,
     },
     "smoke": {

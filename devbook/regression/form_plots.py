@@ -1,0 +1,153 @@
+"""Figures of the regression forms chapter (``book/regression/forms.md``).
+
+- :func:`variance_figure`: explained-variance ratios of the trajectory PCA beside Brownian
+  motion's 6/(π²k²) (paper App. B.7);
+- :func:`planes_figure`: the trajectory in every plane of the first PCs, coloured by LLC stage,
+  with its evolute, osculating circles, vertices, cusps and forms;
+- :func:`scores_figure`: each PC score over training with the stage boundaries and the forms;
+- :func:`potentials_figure`: the form potentials with their influence ranges;
+- :func:`distances_figure`: distance of the network's predictions to the reference predictors.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+
+from devbook.ed import FormSearch
+from devbook.ed.geometry import circles
+from devbook.ed.plots import VERTEX, draw_plane, draw_potential
+from devbook.plots import STAGE_COLOURS, log_time_axis, shade_stages, stage_names
+
+
+def brownian_ratios(k: int) -> np.ndarray:
+    """6/(π²j²) for j = 1..k: explained-variance ratios of high-dimensional Brownian motion."""
+    return 6.0 / (np.pi**2 * np.arange(1, k + 1) ** 2)
+
+
+def variance_figure(ratios: ArrayLike) -> Figure:
+    """Bars of the explained-variance ratios beside Brownian motion's (dots)."""
+    r = np.asarray(ratios, dtype=float)
+    k = np.arange(1, r.size + 1)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.bar(k, r, color="0.45", label="this run")
+    ax.plot(k, brownian_ratios(r.size), "o", color=VERTEX, label=r"Brownian motion, $6/(\pi^2k^2)$")
+    ax.set_xticks(k)
+    ax.set_xlabel("principal component $k$")
+    ax.set_ylabel("explained variance ratio")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _stage_colours(steps: np.ndarray, stages: pd.DataFrame) -> list[str]:
+    idx = np.clip(np.searchsorted(stages["end"].to_numpy(float), steps, side="left"), 0, len(stages) - 1)
+    return [STAGE_COLOURS[t] for t in stages["type"].to_numpy()[idx]]
+
+
+def _shade(stages: pd.DataFrame) -> list[float]:
+    """Lightness per stage so that neighbouring stages of one type still differ."""
+    return [0.55 + 0.45 * (i % 2) for i in range(len(stages))]
+
+
+def _frame(ax: plt.Axes, curve: np.ndarray, marks: np.ndarray, margin: float = 0.25) -> None:
+    """Limit the axes to the curve and the marks (plus ``margin``), not the circles."""
+    pts = np.vstack([curve, marks])
+    lo, hi = pts.min(0), pts.max(0)
+    pad = margin * max(float((hi - lo).max()), 1e-12)
+    ax.set_xlim(lo[0] - pad, hi[0] + pad)
+    ax.set_ylim(lo[1] - pad, hi[1] + pad)
+
+
+def planes_figure(search: FormSearch, stages: pd.DataFrame, n_circles: int = 12) -> Figure:
+    """The trajectory in every plane of ``search.planes``, coloured by the LLC stage of each
+    checkpoint (the type's colour, alternating in strength), with evolute, vertices (dots, with
+    their circles), cusps (squares) and forms (stars, numbered)."""
+    planes = search.planes
+    fig, axes = plt.subplots(1, len(planes), figsize=(4.2 * len(planes), 4.0), squeeze=False)
+    steps = search.steps
+    colours = _stage_colours(steps, stages)
+    stage_idx = np.clip(np.searchsorted(stages["end"].to_numpy(float), steps), 0, len(stages) - 1)
+    alpha = np.asarray(_shade(stages))[stage_idx]
+    for ax, (i, j) in zip(axes[0], planes):
+        sm = search.smoothed.columns((i, j))
+        vert, cusp = search.features[(i, j)]
+        draw_plane(
+            ax, sm.position, circles(sm), vert, cusp, n_circles=n_circles, labels=(f"PC{i + 1}", f"PC{j + 1}")
+        )
+        p = sm.position
+        segs = np.stack([p[:-1], p[1:]], axis=1)
+        rgba = [(*plt.matplotlib.colors.to_rgb(c), a) for c, a in zip(colours[:-1], alpha[:-1])]
+        ax.add_collection(LineCollection(segs, colors=rgba, linewidths=3.0, zorder=0))
+        _frame(ax, p, np.array([f.point_pc[[i, j]] for f in search.forms]).reshape(-1, 2))
+        for n, form in enumerate(search.forms, start=1):
+            ax.plot(form.point_pc[i], form.point_pc[j], "*", color="gold", mec="black", ms=13, zorder=5)
+            ax.annotate(
+                f"{n}",
+                (form.point_pc[i], form.point_pc[j]),
+                xytext=(5, 5),
+                textcoords="offset points",
+                fontsize=9,
+                weight="bold",
+            )
+    names = stage_names(stages)
+    handles = [
+        plt.Line2D([], [], color=STAGE_COLOURS[t], lw=3, alpha=a, label=f"{nm} ({t})")
+        for nm, t, a in zip(names, stages["type"], _shade(stages))
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def scores_figure(search: FormSearch, stages: pd.DataFrame) -> Figure:
+    """Each PC score over training (raw grey, smoothed black), stages shaded, forms dotted."""
+    k = search.pca.n_components
+    fig, axes = plt.subplots(k, 1, figsize=(8, 1.9 * k), sharex=True, squeeze=False)
+    last = float(search.steps[-1])
+    for c, ax in enumerate(axes[:, 0]):
+        ax.plot(search.steps, search.pca.scores[:, c], color="0.7", lw=0.8)
+        ax.plot(search.steps, search.smoothed.position[:, c], color="black", lw=1.2)
+        log_time_axis(ax, first_positive=max(float(search.steps[1]), 1.0), label=None, last=last)
+        shade_stages(ax, stages, label=c == 0)
+        for form in search.forms:
+            ax.axvline(form.step, color=VERTEX, ls=":", lw=1.2)
+        ax.set_ylabel(f"PC{c + 1}")
+    axes[-1, 0].set_xlabel("training step")
+    fig.tight_layout()
+    return fig
+
+
+def potentials_figure(search: FormSearch, stages: pd.DataFrame) -> Figure:
+    """One panel per form: its potential (squared distance in function space) over training."""
+    n = max(len(search.forms), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, form, pot, num in zip(axes[0], search.forms, search.potentials, range(1, n + 1)):
+        draw_potential(ax, search.steps, pot, start=form.start, end=form.end, step=form.step)
+        log_time_axis(ax, first_positive=max(float(search.steps[1]), 1.0), last=float(search.steps[-1]))
+        shade_stages(ax, stages, label=False)
+        ax.set_title(f"form {num} at step {form.step:,.0f}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def distances_figure(distances: pd.DataFrame, stages: pd.DataFrame, form_steps: ArrayLike) -> Figure:
+    """Mean squared distance of the network's predictions to each reference predictor."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    steps = distances.index.to_numpy(float)
+    styles = {"task prior": {"ls": "--"}}
+    for name in distances.columns:
+        ax.plot(steps, distances[name], lw=1.4, label=name, **styles.get(name, {}))
+    ax.set_yscale("log")
+    log_time_axis(ax, first_positive=max(float(steps[1]), 1.0), last=float(steps[-1]))
+    shade_stages(ax, stages)
+    for s in np.asarray(form_steps, dtype=float):
+        ax.axvline(s, color=VERTEX, ls=":", lw=1.2)
+    ax.set_ylabel("mean squared distance of $\\hat y$")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
