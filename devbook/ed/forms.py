@@ -1,4 +1,4 @@
-"""Forms of a developmental trajectory, found automatically (paper §3.2.1, App. B.3, B.6, B.8).
+"""Forms of a developmental trajectory, found automatically (paper §3.2.1, App. B.3–B.6, B.8).
 
 Pipeline of :func:`find_forms`:
 
@@ -7,23 +7,34 @@ Pipeline of :func:`find_forms`:
 3. vertices and cusps of every PC plane (:mod:`devbook.ed.geometry`);
 4. features of different planes grouped in time (within ``time_tol`` σ + 1 checkpoints); a
    group with one feature in each of ``min_planes`` planes (all by default) is a candidate;
-5. the centres lifted to one point of PC space by weighted least squares, each plane's misfit
-   in units of its circle's radius (plus σ × the plane's median speed, the resolution, which
-   is all a cusp has); the root-mean-square misfit is the **residual** (0: the centres lift
-   exactly); overlapping candidates keep the lowest residual;
-6. the point mapped back to function space, its form potential ``|x_t − p|²`` in the full
+5. the centres lifted to one point of PC space by weighted least squares (Lemma B.4), each
+   plane's misfit in units of its circle's radius (plus σ × the plane's median speed, the
+   resolution, which is all a cusp has); the root-mean-square misfit is the **residual** (0:
+   the centres lift exactly); and the **flatness** of the form potential over the group's
+   window, ±(``flat_tol`` σ + 1) (:func:`devbook.ed.evidence.flatness`, Definition B.5 and B.8);
+6. the candidate's kind decides its form point and its evidence. A **stationary** form (a cusp
+   in every plane, Lemma B.3) is the lifted point, and its test statistic is the residual; a
+   **vertex** form (any vertex among its features) is the point whose potential is flattest
+   over the window, and its test statistic is the flatness. Overlapping candidates keep the
+   strongest evidence (stationary first, then the smaller statistic);
+7. the point mapped back to function space, its form potential ``|x_t − p|²`` in the full
    space (App. B.3, B.8), the influence range = the flat bottom of the potential (within 5 % of
-   its median above its minimum), the B.6
-   check of each PC, and a p-value against surrogate trajectories (:mod:`devbook.ed.null`).
+   its median above its minimum), the B.6 check of each PC, and p-values against surrogate
+   trajectories (:mod:`devbook.ed.null`): (1 + #surrogates whose best candidate has a
+   statistic at least as small) / (1 + #surrogates), per family.
 
-A note on B.6: if every plane's centre lifts exactly, then for each PC ``e_i = score_i − p_i``
-the function ``e_i²`` has vanishing first three derivatives at the form's time (sum and
-difference of the planes' contact conditions), so either ``e_i = 0`` or the score is critical.
+Why two statistics. If every plane's centre lifts exactly, then for each PC ``e_i = score_i −
+p_i`` the function ``e_i²`` has vanishing first three derivatives at the form's time (sum and
+difference of the planes' contact conditions), so ``e_i e_i' = 0`` and ``e_i'² + e_i e_i'' =
+0``, which force ``e_i' = 0``: an exact lift across the three planes of three PCs happens only
+where the trajectory is stationary. A vertex passed at speed has centres that miss each other
+by about a radius, whatever its geometry in function space, so its residual is no evidence;
+the flat bottom of its potential is. Brownian motion's apparent vertices (B.7) have neither.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Any
 
@@ -31,12 +42,17 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from devbook.ed.evidence import b6_check, flatness, influence_range
 from devbook.ed.geometry import MIN_SIGMA, Features, cusps, vertices_from
 from devbook.ed.null import phase_surrogate, step_lengths, walk_surrogate
 from devbook.ed.pca import TrajectoryPCA, check_proxies, squared_distances, trajectory_pca
 from devbook.ed.smoothing import Smoothed, check_sigma, min_samples, smooth
 
 Plane = tuple[int, int]
+#: Half-width of the flatness window in σ: beyond the reach of the smoothing kernel (its weight
+#: past 4σ is 6e-5), so that smoothing alone cannot make a potential flat over the window.
+FLAT_TOL = 4.0
+NULL_COLUMNS = ["family", "best_residual", "best_flatness", "n_forms"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +69,16 @@ class Member:
 
 @dataclass(frozen=True)
 class Form:
-    """A form: fractional checkpoint ``index``, training ``step``, ``point_pc`` ``(k,)``, the
-    lift ``residual`` and the plane features it unifies. ``point`` (function space), influence
-    range (``start``/``end`` steps) and p-values are filled in by :func:`find_forms`."""
+    """A form: fractional checkpoint ``index``, training ``step``, its point ``point_pc``
+    ``(k,)``, the lift ``residual`` and the plane features it unifies. ``point`` (function
+    space), influence range (``start``/``end`` steps) and p-values are filled in by
+    :func:`find_forms`.
+
+    ``lift_pc`` is the lift of the planes' centres, ``centre_pc`` the point whose potential is
+    flattest over the form's window and ``flatness`` that potential's flatness
+    (:func:`devbook.ed.evidence.flatness`); ``point_pc`` is ``lift_pc`` for a stationary
+    form and ``centre_pc`` for a vertex form (see :attr:`kind`).
+    """
 
     index: float
     point_pc: NDArray[np.float64]
@@ -67,6 +90,19 @@ class Form:
     end: float = np.nan
     p_walk: float = np.nan
     p_phase: float = np.nan
+    flatness: float = np.nan
+    lift_pc: NDArray[np.float64] | None = field(default=None, repr=False)
+    centre_pc: NDArray[np.float64] | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        """``"stationary"`` if every feature is a cusp (Lemma B.3), else ``"vertex"``."""
+        return "stationary" if all(m.kind == "cusp" for m in self.members) else "vertex"
+
+    @property
+    def statistic(self) -> float:
+        """The test statistic of its kind: the residual (stationary) or the flatness (vertex)."""
+        return self.residual if self.kind == "stationary" else self.flatness
 
 
 @dataclass(frozen=True)
@@ -80,15 +116,21 @@ class Detection:
 
     @property
     def best_residual(self) -> float:
+        """The smallest lift residual of any candidate (``inf``: none)."""
         return min((f.residual for f in self.forms), default=np.inf)
+
+    @property
+    def best_flatness(self) -> float:
+        """The smallest flatness of any candidate (``inf``: none)."""
+        return min((f.flatness for f in self.forms), default=np.inf)
 
 
 @dataclass(frozen=True)
 class FormSearch:
     """What :func:`find_forms` found: ``table`` (one row per form) and what is needed to draw it.
 
-    ``potentials`` is ``(n_forms, T)`` (full function space); ``null`` has one row per
-    surrogate (``family``, ``best_residual``, ``n_forms``).
+    ``potentials`` is ``(n_forms, T)`` (full function space, from each form's point); ``null``
+    has one row per surrogate (``family``, ``best_residual``, ``best_flatness``, ``n_forms``).
     """
 
     table: pd.DataFrame
@@ -185,9 +227,10 @@ def detect(
     min_planes: int | None = None,
     vertex_options: dict[str, Any] | None = None,
     cusp_options: dict[str, Any] | None = None,
+    flat_tol: float = FLAT_TOL,
 ) -> Detection:
-    """Steps 2–5 of the pipeline on PC scores ``(T, k)``: smoothing, plane features, grouping
-    and lifting. Used by :func:`find_forms` on the data and on every surrogate."""
+    """Steps 2–6 of the pipeline on PC scores ``(T, k)``: smoothing, plane features, grouping,
+    lifting and flatness. Used by :func:`find_forms` on the data and on every surrogate."""
     x = np.asarray(scores, dtype=np.float64)
     k = x.shape[1]
     vopts = dict(vertex_options or {})
@@ -205,80 +248,39 @@ def detect(
         )
         features[plane] = feats
         members += _members(sm, plane, feats)
-    candidates = []
-    for group in _groups(members, sm.sigma, time_tol, need):
-        chosen = tuple(members[i] for i in sorted(group))
-        index = float(np.mean([m.position for m in chosen]))
-        fallback = np.array([np.interp(index, np.arange(len(x)), sm.position[:, i]) for i in range(k)])
-        point, residual = lift(chosen, k, fallback)
-        candidates.append((residual, index, group, Form(index, point, residual, chosen)))
+    candidates = [
+        (group, _candidate(members, group, sm, flat_tol))
+        for group in _groups(members, sm.sigma, time_tol, need)
+    ]
     forms, used = [], set()
-    for _, _, group, form in sorted(candidates, key=lambda c: (c[0], c[1])):
+    for group, form in sorted(
+        candidates, key=lambda c: (c[1].kind != "stationary", c[1].statistic, c[1].index)
+    ):
         if not group & used:
             forms.append(form)
             used |= group
     return Detection(sm, planes, features, sorted(forms, key=lambda f: f.index))
 
 
-def _zero_crossings(y: NDArray[np.float64]) -> NDArray[np.float64]:
-    a, b = y[:-1], y[1:]
-    i = np.flatnonzero((a > 0) & (b <= 0) | (a < 0) & (b >= 0))
-    return i + a[i] / (a[i] - b[i])
-
-
-def b6_check(
-    sm: Smoothed, scores: NDArray[np.float64], form: Form, *, time_tol: float = 2.0, tol: float = 0.1
-) -> pd.DataFrame:
-    """The B.6 check of every PC at the form's time, one row per PC.
-
-    ``gap`` = (score − form coordinate) / the score's standard deviation; ``crit`` = distance
-    (checkpoints) to the nearest critical point of the smoothed score (``inf`` if none). The
-    verdict is ``equal`` (|gap| ≤ ``tol``), ``critical`` (``crit`` ≤ ``time_tol`` σ + 1),
-    ``both`` or ``neither``.
-    """
+def _candidate(members: list[Member], group: frozenset[int], sm: Smoothed, flat_tol: float) -> Form:
+    """A candidate form from a group of plane features: lift, flatness and the kind's point."""
+    chosen = tuple(members[i] for i in sorted(group))
+    index = float(np.mean([m.position for m in chosen]))
+    k = sm.position.shape[1]
     grid = np.arange(len(sm.sigma))
-    window = time_tol * float(np.interp(form.index, grid, sm.sigma)) + 1.0
-    rows = []
-    for i in range(scores.shape[1]):
-        value = float(np.interp(form.index, grid, sm.position[:, i]))
-        gap = (value - form.point_pc[i]) / max(float(scores[:, i].std()), 1e-300)
-        zeros = _zero_crossings(sm.d1[:, i])
-        crit = float(np.abs(zeros - form.index).min()) if zeros.size else np.inf
-        equal, critical = abs(gap) <= tol, crit <= window
-        verdict = (
-            "both" if equal and critical else "equal" if equal else ("critical" if critical else "neither")
-        )
-        rows.append(
-            {
-                "pc": i + 1,
-                "score": value,
-                "coordinate": float(form.point_pc[i]),
-                "gap": gap,
-                "crit": crit,
-                "verdict": verdict,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def influence_range(
-    potential: ArrayLike, index: float, *, tol: float = 0.05, window: float = 0.0
-) -> tuple[int, int]:
-    """The flat bottom of a form potential around checkpoint ``index``: the contiguous run of
-    checkpoints around the potential's minimum within ``index ± window`` where it stays below
-    ``min + tol × (median − min)`` (the median, not the maximum, so that a large transient far
-    from the form does not widen the range). Returns first and last checkpoint indices."""
-    v = np.asarray(potential, dtype=np.float64)
-    lo = max(int(np.floor(index - window)), 0)
-    hi = min(int(np.ceil(index + window)), len(v) - 1)
-    low = lo + int(np.argmin(v[lo : hi + 1]))
-    below = v <= v[low] + tol * (np.median(v) - v[low])
-    start, end = low, low
-    while start > 0 and below[start - 1]:
-        start -= 1
-    while end < len(v) - 1 and below[end + 1]:
-        end += 1
-    return start, end
+    fallback = np.array([np.interp(index, grid, sm.position[:, i]) for i in range(k)])
+    point, residual = lift(chosen, k, fallback)
+    flat, centre = flatness(sm, index, time_tol=flat_tol)
+    stationary = all(m.kind == "cusp" for m in chosen)
+    return Form(
+        index,
+        point if stationary else centre,
+        residual,
+        chosen,
+        flatness=flat,
+        lift_pc=point,
+        centre_pc=centre,
+    )
 
 
 def form_potential(proxies: ArrayLike, form: Form | ArrayLike) -> NDArray[np.float64]:
@@ -291,9 +293,9 @@ def form_potential(proxies: ArrayLike, form: Form | ArrayLike) -> NDArray[np.flo
     return squared_distances(x, point)
 
 
-def _p_value(null: NDArray[np.float64], residual: float) -> float:
-    """(1 + #surrogates whose best form fits at least as well) / (1 + #surrogates)."""
-    return float((1 + np.sum(null <= residual)) / (1 + null.size))
+def _p_value(null: NDArray[np.float64], statistic: float) -> float:
+    """(1 + #surrogates whose best candidate is at least as extreme) / (1 + #surrogates)."""
+    return float((1 + np.sum(null <= statistic)) / (1 + null.size)) if null.size else np.nan
 
 
 def null_residuals(
@@ -304,7 +306,8 @@ def null_residuals(
     seed: int,
     options: dict[str, Any],
 ) -> pd.DataFrame:
-    """Best form residual of each surrogate (``inf``: none found), both families."""
+    """Best lift residual and best flatness of each surrogate's candidates (``inf``: none),
+    both families, each surrogate through :func:`detect` exactly as the data."""
     k = pca.n_components
     lengths = step_lengths(proxies)
     walk_rng, phase_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -312,10 +315,10 @@ def null_residuals(
     for s in range(n_surrogates):
         walk = walk_surrogate(lengths, proxies.shape[1], walk_rng)
         found = detect(trajectory_pca(walk, k, seed=seed + s).scores, sigma, **options)
-        rows.append(("walk", found.best_residual, len(found.forms)))
+        rows.append(("walk", found.best_residual, found.best_flatness, len(found.forms)))
         found = detect(phase_surrogate(pca.scores, phase_rng), sigma, **options)
-        rows.append(("phase", found.best_residual, len(found.forms)))
-    return pd.DataFrame(rows, columns=["family", "best_residual", "n_forms"])
+        rows.append(("phase", found.best_residual, found.best_flatness, len(found.forms)))
+    return pd.DataFrame(rows, columns=NULL_COLUMNS)
 
 
 def _check_options(
@@ -324,6 +327,7 @@ def _check_options(
     n_components: int,
     min_planes: int | None,
     n_surrogates: int,
+    flat_tol: float = FLAT_TOL,
 ) -> None:
     if x.shape[0] < min_samples(sigma):
         raise ValueError(
@@ -337,10 +341,13 @@ def _check_options(
         raise ValueError(f"min_planes must be in [2, {n_planes}], got {min_planes}")
     if n_surrogates < 0:
         raise ValueError(f"n_surrogates must be >= 0, got {n_surrogates}")
+    if not flat_tol > 0:
+        raise ValueError(f"flat_tol must be > 0, got {flat_tol}")
 
 
 def _columns(k: int) -> list[str]:
-    base = ["step", "index", "start", "end", "residual", "p_walk", "p_phase", "p_value", "features"]
+    base = ["step", "index", "start", "end", "kind", "residual", "flatness"]
+    base += ["p_walk", "p_phase", "p_value", "features"]
     return base + [f"pc{i}_{c}" for i in range(1, k + 1) for c in ("b6", "gap", "crit")]
 
 
@@ -351,7 +358,9 @@ def _row(form: Form, b6: pd.DataFrame, planes: list[Plane]) -> dict[str, Any]:
         "index": form.index,
         "start": form.start,
         "end": form.end,
+        "kind": form.kind,
         "residual": form.residual,
+        "flatness": form.flatness,
         "p_walk": form.p_walk,
         "p_phase": form.p_phase,
         "p_value": max(form.p_walk, form.p_phase),
@@ -360,6 +369,40 @@ def _row(form: Form, b6: pd.DataFrame, planes: list[Plane]) -> dict[str, Any]:
     for r in b6.itertuples():
         row[f"pc{r.pc}_b6"], row[f"pc{r.pc}_gap"], row[f"pc{r.pc}_crit"] = r.verdict, r.gap, r.crit
     return row
+
+
+def _complete(
+    f: Form,
+    pca: TrajectoryPCA,
+    norms: NDArray[np.float64],
+    null: pd.DataFrame,
+    steps: NDArray[np.float64],
+    sigma: NDArray[np.float64],
+    time_tol: float,
+    influence_tol: float,
+) -> tuple[Form, NDArray[np.float64]]:
+    """A detected form with its step, function-space point, influence range and p-values,
+    and its form potential in the full space."""
+    grid = np.arange(len(steps))
+    # |x_t − p|² from PC quantities (|x_t − mean|² − 2 s_t·p + |p|²; p lies in the PC span)
+    pot = np.maximum(norms - 2.0 * pca.scores @ f.point_pc + f.point_pc @ f.point_pc, 0.0)
+    window = time_tol * float(np.interp(f.index, grid, sigma)) + 1.0
+    a, b = influence_range(pot, f.index, tol=influence_tol, window=window)
+    column = "best_residual" if f.kind == "stationary" else "best_flatness"
+    p_walk, p_phase = (
+        _p_value(null.loc[null.family == fam, column].to_numpy(float), f.statistic)
+        for fam in ("walk", "phase")
+    )
+    form = replace(
+        f,
+        step=float(np.interp(f.index, grid, steps)),
+        point=pca.to_function_space(f.point_pc),
+        start=float(steps[a]),
+        end=float(steps[b]),
+        p_walk=p_walk,
+        p_phase=p_phase,
+    )
+    return form, pot
 
 
 def find_forms(
@@ -371,6 +414,7 @@ def find_forms(
     time_tol: float = 2.0,
     min_planes: int | None = None,
     n_surrogates: int = 20,
+    flat_tol: float = FLAT_TOL,
     seed: int = 0,
     influence_tol: float = 0.05,
     b6_tol: float = 0.1,
@@ -391,6 +435,9 @@ def find_forms(
         Planes a form needs (default: all k(k−1)/2, the paper's definition).
     n_surrogates
         Surrogates per null family (random walks, phase-randomised scores); 0 skips the test.
+    flat_tol
+        The flatness of a candidate is measured over ``flat_tol`` σ + 1 checkpoints either
+        side (:func:`devbook.ed.evidence.flatness`).
     influence_tol, b6_tol
         See :func:`influence_range` and :func:`b6_check`.
     vertex_options, cusp_options
@@ -400,48 +447,34 @@ def find_forms(
     -------
     FormSearch
         ``table`` has one row per form: ``step``, ``start``/``end`` (influence range),
-        ``residual``, ``p_walk``, ``p_phase``, ``p_value`` (the larger), ``features`` (V/C/-
-        per plane) and per PC ``pc{i}_b6`` (verdict), ``pc{i}_gap``, ``pc{i}_crit``.
+        ``kind`` (``stationary`` / ``vertex``), ``residual``, ``flatness``, ``p_walk``,
+        ``p_phase`` (each the p-value of the kind's statistic against that family's best
+        candidates), ``p_value`` (the larger), ``features`` (V/C/- per plane) and per PC
+        ``pc{i}_b6`` (verdict), ``pc{i}_gap``, ``pc{i}_crit``.
     """
     x = check_proxies(proxies)
     n = x.shape[0]
-    grid = np.arange(n)
     st = check_steps(steps, n)
     sig = check_sigma(sigma, n)
-    _check_options(x, sig, n_components, min_planes, n_surrogates)
+    _check_options(x, sig, n_components, min_planes, n_surrogates, flat_tol)
     pca = trajectory_pca(x, n_components, seed=seed)
     options = {
         "time_tol": time_tol,
         "min_planes": min_planes,
         "vertex_options": vertex_options,
         "cusp_options": cusp_options,
+        "flat_tol": flat_tol,
     }
     found = detect(pca.scores, sig, **options)
     null = (
         null_residuals(x, pca, sig, n_surrogates, seed, options)
         if n_surrogates and found.forms
-        else pd.DataFrame({"family": [], "best_residual": [], "n_forms": []})
+        else pd.DataFrame({c: [] for c in NULL_COLUMNS})
     )
-    walk = null.loc[null.family == "walk", "best_residual"].to_numpy(float)
-    phase = null.loc[null.family == "phase", "best_residual"].to_numpy(float)
     norms = squared_distances(x, pca.mean)
     forms, potentials, rows = [], [], []
     for f in found.forms:
-        pot = np.maximum(norms - 2.0 * pca.scores @ f.point_pc + f.point_pc @ f.point_pc, 0.0)
-        window = time_tol * float(np.interp(f.index, grid, sig)) + 1.0
-        a, b = influence_range(pot, f.index, tol=influence_tol, window=window)
-        form = Form(
-            f.index,
-            f.point_pc,
-            f.residual,
-            f.members,
-            float(np.interp(f.index, grid, st)),
-            pca.to_function_space(f.point_pc),
-            float(st[a]),
-            float(st[b]),
-            _p_value(walk, f.residual) if walk.size else np.nan,
-            _p_value(phase, f.residual) if phase.size else np.nan,
-        )
+        form, pot = _complete(f, pca, norms, null, st, sig, time_tol, influence_tol)
         b6 = b6_check(found.smoothed, pca.scores, form, time_tol=time_tol, tol=b6_tol)
         forms.append(form)
         potentials.append(pot)

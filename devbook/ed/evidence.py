@@ -1,0 +1,140 @@
+"""Evidence for a form beyond the lift of its centres (paper App. B.3, B.5, B.6, B.8).
+
+- :func:`flatness`: the test statistic of a **vertex form**. Definition B.5 calls ``(t*, p)`` a
+  form when the squared distance ``V_p(t) = |c(t) − p|²`` of the developmental trajectory to
+  ``p`` has contact of order 4 with its level set at ``t*``: a flat, degenerate minimum, the
+  trajectory moving for a while on a sphere around ``p``; B.8 reads this flat bottom as
+  evidence for a form that needs no PC plot. Over a window ``t* ± w`` (``w`` = 4σ + 1 in
+  :func:`devbook.ed.forms.find_forms`, beyond the reach of the smoothing kernel) the point
+  ``p`` whose potential varies least is found by linear least squares (:func:`sphere_fit`);
+  the flatness is the standard deviation of ``V_p`` over the window divided by that of
+  ``|c(t) − c(t*)|²``, the potential of the trajectory's own point. It lies in [0, 1]: 0 when
+  the trajectory stays on a sphere, 1 for a straight pass (no point makes a line's potential
+  flatter than its own). A vertex passed at speed never lifts exactly across three planes (see
+  :mod:`devbook.ed.forms`), but its potential is flat; Brownian motion's apparent vertices
+  (B.7) are flat only as far as the smoothing makes them, and the surrogates are too.
+- :func:`influence_range`: the flat bottom of a form potential (B.8);
+- :func:`b6_check`: the B.6 verdict of each PC.
+
+A **stationary form** (a cusp in every plane, the limiting case of Lemma B.3) is the
+trajectory's own point: its potential is the squared distance the trajectory moves, so its
+flatness is about 1 by construction, and its evidence is that the planes' sharp points
+coincide and lift exactly (the lift residual).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from devbook.ed.smoothing import Smoothed
+
+if TYPE_CHECKING:
+    from devbook.ed.forms import Form
+
+
+def form_window(sigma: NDArray[np.float64], index: float, time_tol: float = 2.0) -> tuple[int, int]:
+    """First and last checkpoint of ``index ± (time_tol σ(index) + 1)``, clipped to the curve."""
+    w = time_tol * float(np.interp(index, np.arange(len(sigma)), sigma)) + 1.0
+    return max(int(np.floor(index - w)), 0), min(int(np.ceil(index + w)), len(sigma) - 1)
+
+
+def sphere_fit(points: ArrayLike) -> NDArray[np.float64]:
+    """The point ``p`` whose squared distances to ``points`` ``(n, k)`` vary least.
+
+    Minimises ``Σ_t (|x_t − p|² − m)²`` over ``p`` and ``m``, which is linear in ``(p, m −
+    |p|²)``: the algebraic sphere fit. Points are centred and scaled first; with fewer than
+    ``k + 1`` points (or points in a lower-dimensional affine subspace) the minimum-norm
+    solution is returned, whose centre lies in their span.
+    """
+    x = np.asarray(points, dtype=np.float64)
+    mid = x.mean(0)
+    y = x - mid
+    scale = max(float(np.sqrt(np.mean(np.sum(y**2, axis=1)))), 1e-300)
+    y = y / scale
+    a = np.column_stack([2.0 * y, np.ones(len(y))])
+    sol = np.linalg.lstsq(a, np.sum(y**2, axis=1), rcond=1e-10)[0]
+    return mid + scale * sol[:-1]
+
+
+def flatness(sm: Smoothed, index: float, *, time_tol: float = 4.0) -> tuple[float, NDArray[np.float64]]:
+    """Flatness of the best form potential of the smoothed trajectory around ``index``.
+
+    Returns ``(flatness, centre)``: ``centre`` ``(k,)`` is :func:`sphere_fit` of the smoothed
+    positions in :func:`form_window` (``time_tol`` σ + 1 either side), and ``flatness`` =
+    std of ``|c(t) − centre|²`` / std of ``|c(t) − c(index)|²`` over the window, in [0, 1]
+    (1 where the trajectory does not move at all). See the module docstring.
+    """
+    lo, hi = form_window(sm.sigma, index, time_tol)
+    c = sm.position[lo : hi + 1]
+    grid = np.arange(len(sm.sigma))
+    here = np.array([np.interp(index, grid, sm.position[:, i]) for i in range(c.shape[1])])
+    moved = float(np.std(np.sum((c - here) ** 2, axis=1)))
+    centre = sphere_fit(c)
+    if moved <= 1e-300:
+        return 1.0, centre
+    return min(float(np.std(np.sum((c - centre) ** 2, axis=1))) / moved, 1.0), centre
+
+
+def influence_range(
+    potential: ArrayLike, index: float, *, tol: float = 0.05, window: float = 0.0
+) -> tuple[int, int]:
+    """The flat bottom of a form potential around checkpoint ``index``: the contiguous run of
+    checkpoints around the potential's minimum within ``index ± window`` where it stays below
+    ``min + tol × (median − min)`` (the median, not the maximum, so that a large transient far
+    from the form does not widen the range). Returns first and last checkpoint indices."""
+    v = np.asarray(potential, dtype=np.float64)
+    lo = max(int(np.floor(index - window)), 0)
+    hi = min(int(np.ceil(index + window)), len(v) - 1)
+    low = lo + int(np.argmin(v[lo : hi + 1]))
+    below = v <= v[low] + tol * (np.median(v) - v[low])
+    start, end = low, low
+    while start > 0 and below[start - 1]:
+        start -= 1
+    while end < len(v) - 1 and below[end + 1]:
+        end += 1
+    return start, end
+
+
+def _zero_crossings(y: NDArray[np.float64]) -> NDArray[np.float64]:
+    a, b = y[:-1], y[1:]
+    i = np.flatnonzero((a > 0) & (b <= 0) | (a < 0) & (b >= 0))
+    return i + a[i] / (a[i] - b[i])
+
+
+def b6_check(
+    sm: Smoothed, scores: NDArray[np.float64], form: Form, *, time_tol: float = 2.0, tol: float = 0.1
+) -> pd.DataFrame:
+    """The B.6 check of every PC at the form's time, one row per PC.
+
+    ``gap`` = (score − form coordinate) / the score's standard deviation; ``crit`` = distance
+    (checkpoints) to the nearest critical point of the smoothed score (``inf`` if none). The
+    verdict is ``equal`` (|gap| ≤ ``tol``), ``critical`` (``crit`` ≤ ``time_tol`` σ + 1),
+    ``both`` or ``neither``.
+    """
+    grid = np.arange(len(sm.sigma))
+    window = time_tol * float(np.interp(form.index, grid, sm.sigma)) + 1.0
+    rows = []
+    for i in range(scores.shape[1]):
+        value = float(np.interp(form.index, grid, sm.position[:, i]))
+        gap = (value - form.point_pc[i]) / max(float(scores[:, i].std()), 1e-300)
+        zeros = _zero_crossings(sm.d1[:, i])
+        crit = float(np.abs(zeros - form.index).min()) if zeros.size else np.inf
+        equal, critical = abs(gap) <= tol, crit <= window
+        verdict = (
+            "both" if equal and critical else "equal" if equal else ("critical" if critical else "neither")
+        )
+        rows.append(
+            {
+                "pc": i + 1,
+                "score": value,
+                "coordinate": float(form.point_pc[i]),
+                "gap": gap,
+                "crit": crit,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows)
