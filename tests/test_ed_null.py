@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devbook.ed import find_forms, flatness, sigma_schedule, smooth, sphere_fit
+from devbook.ed import Smoothed, find_forms, flatness, sigma_schedule, smooth, sphere_fit
 from devbook.ed.presets import TABLE
 from devbook.ed.synthetic import brownian, toy_form
 
@@ -19,19 +19,27 @@ def test_sphere_fit_is_exact_on_a_sphere() -> None:
     assert np.allclose(sphere_fit(pts), centre, atol=1e-9)
 
 
+def _unsmoothed(curve: np.ndarray, sigma: float) -> Smoothed:
+    """A curve taken as already smoothed with ``sigma`` (flatness reads only the positions)."""
+    z = np.zeros_like(curve)
+    return Smoothed(curve, z, z, z, np.full(len(curve), sigma))
+
+
 def test_flatness_is_zero_on_a_sphere_one_on_a_line() -> None:
-    t = np.linspace(0.0, 1.5, 300)
-    on_sphere = np.column_stack([np.cos(t) * np.cos(t / 3), np.sin(t) * np.cos(t / 3), np.sin(t / 3)])
-    value, centre = flatness(smooth(on_sphere, 5.0), 150.0)
-    assert value < 1e-6 and np.allclose(centre, 0.0, atol=1e-3)  # smoothing shrinks the curve a little
+    t = np.linspace(0.0, 1.0, 300)
+    a, b = 3 * np.sin(4 * t) + 2 * t, 1.2 * np.cos(7 * t)  # wanders in latitude and longitude
+    centre = np.array([0.5, -1.0, 2.0])
+    on_sphere = centre + 2.0 * np.column_stack([np.cos(a) * np.cos(b), np.sin(a) * np.cos(b), np.sin(b)])
+    value, found = flatness(_unsmoothed(on_sphere, 5.0), 150.0)
+    assert value < 1e-9
+    assert np.linalg.norm(found - centre) < 2.0  # the arc (1 rad) pins the centre only near its plane
     line = np.column_stack([t, 2 * t, -t])
     assert flatness(smooth(line, 5.0), 150.0)[0] == pytest.approx(1.0, abs=1e-6)
-    still = np.ones((100, 3))
-    assert flatness(smooth(still, 3.0), 50.0)[0] == 1.0
+    assert flatness(_unsmoothed(np.ones((100, 3)), 3.0), 50.0)[0] == 1.0
     rng = np.random.default_rng(1)
     walk = np.cumsum(rng.standard_normal((300, 3)), axis=0)
     values = [flatness(smooth(walk, 5.0), float(i))[0] for i in range(30, 270, 20)]
-    assert all(0.0 <= v <= 1.0 for v in values)
+    assert all(0.0 <= v <= 1.0 for v in values) and np.median(values) > 0.01
 
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu"])

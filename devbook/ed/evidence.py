@@ -10,16 +10,19 @@
   the flatness is the standard deviation of ``V_p`` over the window divided by that of
   ``|c(t) − c(t*)|²``, the potential of the trajectory's own point. It lies in [0, 1]: 0 when
   the trajectory stays on a sphere, 1 for a straight pass (no point makes a line's potential
-  flatter than its own). A vertex passed at speed never lifts exactly across three planes (see
-  :mod:`devbook.ed.forms`), but its potential is flat; Brownian motion's apparent vertices
-  (B.7) are flat only as far as the smoothing makes them, and the surrogates are too.
+  flatter than its own). The form's point is that centre, with the directions in which the
+  window's arc hardly spreads (and so does not determine it) left at the arc's mean. A vertex
+  passed at speed never lifts exactly across three planes (see :mod:`devbook.ed.forms`), but
+  its potential is flat; Brownian motion's apparent vertices (B.7) are flat only as far as the
+  smoothing makes them, and the surrogates are too.
 - :func:`influence_range`: the flat bottom of a form potential (B.8);
 - :func:`b6_check`: the B.6 verdict of each PC.
 
 A **stationary form** (a cusp in every plane, the limiting case of Lemma B.3) is the
-trajectory's own point: its potential is the squared distance the trajectory moves, so its
-flatness is about 1 by construction, and its evidence is that the planes' sharp points
-coincide and lift exactly (the lift residual).
+trajectory's own point: its potential, the squared distance the trajectory moves, has flatness
+1 by definition, and a folded stretch also fits a large sphere about as well as any smooth
+arc, so flatness says little about it. Its evidence is that the planes' sharp points coincide
+and lift exactly (the lift residual).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from devbook.ed.smoothing import Smoothed
 if TYPE_CHECKING:
     from devbook.ed.forms import Form
 
+#: Relative singular-value cut-off of :func:`sphere_fit` (directions in which the window's arc
+#: spreads less than this leave the centre at the arc's mean).
+SPHERE_RCOND = 1e-2
+
 
 def form_window(sigma: NDArray[np.float64], index: float, time_tol: float = 2.0) -> tuple[int, int]:
     """First and last checkpoint of ``index ± (time_tol σ(index) + 1)``, clipped to the curve."""
@@ -42,13 +49,15 @@ def form_window(sigma: NDArray[np.float64], index: float, time_tol: float = 2.0)
     return max(int(np.floor(index - w)), 0), min(int(np.ceil(index + w)), len(sigma) - 1)
 
 
-def sphere_fit(points: ArrayLike) -> NDArray[np.float64]:
+def sphere_fit(points: ArrayLike, *, rcond: float = SPHERE_RCOND) -> NDArray[np.float64]:
     """The point ``p`` whose squared distances to ``points`` ``(n, k)`` vary least.
 
     Minimises ``Σ_t (|x_t − p|² − m)²`` over ``p`` and ``m``, which is linear in ``(p, m −
-    |p|²)``: the algebraic sphere fit. Points are centred and scaled first; with fewer than
-    ``k + 1`` points (or points in a lower-dimensional affine subspace) the minimum-norm
-    solution is returned, whose centre lies in their span.
+    |p|²)``: the algebraic sphere fit, solved by least squares on the centred and scaled
+    points. An arc that hardly spreads in some direction does not determine the centre along
+    it (a plane arc lies on every sphere through its circle): singular values below ``rcond``
+    × the largest are dropped, which leaves the centre there at the points' mean instead of
+    wherever the noise puts it (points that spread in every direction lose nothing).
     """
     x = np.asarray(points, dtype=np.float64)
     mid = x.mean(0)
@@ -56,17 +65,20 @@ def sphere_fit(points: ArrayLike) -> NDArray[np.float64]:
     scale = max(float(np.sqrt(np.mean(np.sum(y**2, axis=1)))), 1e-300)
     y = y / scale
     a = np.column_stack([2.0 * y, np.ones(len(y))])
-    sol = np.linalg.lstsq(a, np.sum(y**2, axis=1), rcond=1e-10)[0]
+    sol = np.linalg.lstsq(a, np.sum(y**2, axis=1), rcond=rcond)[0]
     return mid + scale * sol[:-1]
 
 
 def flatness(sm: Smoothed, index: float, *, time_tol: float = 4.0) -> tuple[float, NDArray[np.float64]]:
     """Flatness of the best form potential of the smoothed trajectory around ``index``.
 
-    Returns ``(flatness, centre)``: ``centre`` ``(k,)`` is :func:`sphere_fit` of the smoothed
-    positions in :func:`form_window` (``time_tol`` σ + 1 either side), and ``flatness`` =
-    std of ``|c(t) − centre|²`` / std of ``|c(t) − c(index)|²`` over the window, in [0, 1]
-    (1 where the trajectory does not move at all). See the module docstring.
+    Returns ``(flatness, centre)`` over :func:`form_window` (``time_tol`` σ + 1 either side):
+    ``flatness`` = min over ``p`` of the std of ``|c(t) − p|²`` / the std of ``|c(t) −
+    c(index)|²``, in [0, 1] (1 where the trajectory does not move at all); ``centre`` ``(k,)``
+    is :func:`sphere_fit` of the window, whose directions the arc does not determine are left
+    at its mean. The minimum is well determined even where its minimiser is not, so the
+    statistic uses the exact minimum and the point the regularised one. See the module
+    docstring.
     """
     lo, hi = form_window(sm.sigma, index, time_tol)
     c = sm.position[lo : hi + 1]
@@ -76,7 +88,8 @@ def flatness(sm: Smoothed, index: float, *, time_tol: float = 4.0) -> tuple[floa
     centre = sphere_fit(c)
     if moved <= 1e-300:
         return 1.0, centre
-    return min(float(np.std(np.sum((c - centre) ** 2, axis=1))) / moved, 1.0), centre
+    best = float(np.std(np.sum((c - sphere_fit(c, rcond=1e-12)) ** 2, axis=1)))
+    return min(best / moved, 1.0), centre
 
 
 def influence_range(
