@@ -49,6 +49,23 @@ def form_window(sigma: NDArray[np.float64], index: float, time_tol: float = 2.0)
     return max(int(np.floor(index - w)), 0), min(int(np.ceil(index + w)), len(sigma) - 1)
 
 
+def _sphere_centres(points: ArrayLike, rconds: tuple[float, ...]) -> list[NDArray[np.float64]]:
+    """:func:`sphere_fit` at several cut-offs from one SVD of the design matrix."""
+    x = np.asarray(points, dtype=np.float64)
+    mid = x.mean(0)
+    y = x - mid
+    scale = max(float(np.sqrt(np.mean(np.sum(y**2, axis=1)))), 1e-300)
+    y = y / scale
+    u, sv, vt = np.linalg.svd(np.column_stack([2.0 * y, np.ones(len(y))]), full_matrices=False)
+    proj = u.T @ np.sum(y**2, axis=1)
+    out = []
+    for rcond in rconds:
+        keep = sv > rcond * sv[0]
+        sol = vt[keep].T @ (proj[keep] / sv[keep])
+        out.append(mid + scale * sol[:-1])
+    return out
+
+
 def sphere_fit(points: ArrayLike, *, rcond: float = SPHERE_RCOND) -> NDArray[np.float64]:
     """The point ``p`` whose squared distances to ``points`` ``(n, k)`` vary least.
 
@@ -59,14 +76,7 @@ def sphere_fit(points: ArrayLike, *, rcond: float = SPHERE_RCOND) -> NDArray[np.
     × the largest are dropped, which leaves the centre there at the points' mean instead of
     wherever the noise puts it (points that spread in every direction lose nothing).
     """
-    x = np.asarray(points, dtype=np.float64)
-    mid = x.mean(0)
-    y = x - mid
-    scale = max(float(np.sqrt(np.mean(np.sum(y**2, axis=1)))), 1e-300)
-    y = y / scale
-    a = np.column_stack([2.0 * y, np.ones(len(y))])
-    sol = np.linalg.lstsq(a, np.sum(y**2, axis=1), rcond=rcond)[0]
-    return mid + scale * sol[:-1]
+    return _sphere_centres(points, (rcond,))[0]
 
 
 def flatness(sm: Smoothed, index: float, *, time_tol: float = 4.0) -> tuple[float, NDArray[np.float64]]:
@@ -82,13 +92,13 @@ def flatness(sm: Smoothed, index: float, *, time_tol: float = 4.0) -> tuple[floa
     """
     lo, hi = form_window(sm.sigma, index, time_tol)
     c = sm.position[lo : hi + 1]
-    grid = np.arange(len(sm.sigma))
-    here = np.array([np.interp(index, grid, sm.position[:, i]) for i in range(c.shape[1])])
+    i = min(int(index), len(sm.sigma) - 2)
+    here = sm.position[i] + (index - i) * (sm.position[i + 1] - sm.position[i])
     moved = float(np.std(np.sum((c - here) ** 2, axis=1)))
-    centre = sphere_fit(c)
+    centre, exact = _sphere_centres(c, (SPHERE_RCOND, 1e-12))
     if moved <= 1e-300:
         return 1.0, centre
-    best = float(np.std(np.sum((c - sphere_fit(c, rcond=1e-12)) ** 2, axis=1)))
+    best = float(np.std(np.sum((c - exact) ** 2, axis=1)))
     return min(best / moved, 1.0), centre
 
 
