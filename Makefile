@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps -r benchmarks/requirements.txt
 	$(PY) benchmarks/llc_vs_devinterp.py
 	$(PY) benchmarks/llc_vs_devinterp.py --threads 1
+	$(PY) benchmarks/calibration_vs_devinterp.py
 	$(PY) benchmarks/regression.py
 	$(PY) benchmarks/ed.py
 	$(PY) benchmarks/hessian_vs_pyhessian.py

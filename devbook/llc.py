@@ -23,9 +23,10 @@ import numbers
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from devbook.diagnostics import DIAGNOSES, RHAT_MAX, TREND_FLOOR, TREND_RTOL, Z_SCORE, diagnose, split_rhat
@@ -41,6 +42,9 @@ from devbook.sgld import (
     sgld_step,
 )
 
+if TYPE_CHECKING:
+    from devbook.calibration import Grid
+
 __all__ = [
     "DIAGNOSES",
     "RHAT_MAX",
@@ -55,6 +59,7 @@ __all__ = [
     "default_nbeta",
     "divergent_chains",
     "estimate_llc",
+    "estimate_llc_grid",
     "run_chains_sequential",
     "run_chains_vectorized",
     "sgld_step",
@@ -339,3 +344,84 @@ def estimate_llc(
         num_params=post.dim,
         seconds=seconds,
     )
+
+
+def estimate_llc_grid(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Batch,
+    config: SGLDConfig,
+    grid: Grid,
+    *,
+    seed: int,
+    vectorize: bool = True,
+) -> list[LLCResult]:
+    """The LLC estimate of every cell of a calibration grid, all cells' chains in one ``vmap``.
+
+    Parameters
+    ----------
+    model, loss_fn, data, seed :
+        As in :func:`estimate_llc`.
+    config : SGLDConfig
+        Chains, draws, burn-in, batch size (shared by every cell); its ε, nβ, γ are replaced by
+        each cell's.
+    grid : devbook.calibration.Grid
+        The K cells (ε, nβ, γ).
+    vectorize : bool
+        Run the K·C chains in one ``vmap`` (else, or when vmap cannot run the model, one cell
+        after another with sequential chains: the same numbers).
+
+    Returns
+    -------
+    list of LLCResult
+        Cell k's result is the :func:`estimate_llc` of ``grid.config(config, k)`` with the same
+        ``seed`` (every cell sees the same batches and noise), except that divergences are
+        recorded instead of warned about or raised: a cell whose chains all diverged has mean nan.
+    """
+    _check_inputs(config, seed)
+    from devbook.calibration import Grid  # noqa: PLC0415 (devbook.calibration imports this module)
+
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be a devbook.calibration.Grid, got {type(grid).__name__}")
+    _validate_data(data, config.batch_size)
+    post = _Posterior(model, loss_fn)
+    init_loss = _full_loss(post.module, post.state(post.w_star), data, config.init_loss_batch_size)
+    if not math.isfinite(init_loss):
+        raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        losses = run_chains_vectorized(post, data, config, seed, cells=grid.values()) if vectorize else None
+    vectorized = losses is not None
+    if losses is None:
+        losses = torch.cat(
+            [run_chains_sequential(post, data, grid.config(config, k), seed) for k in range(len(grid))]
+        )
+    seconds = time.perf_counter() - start
+    all_losses = losses.double().cpu().numpy()
+    noise = _minibatch_noise(post.module, post.state(post.w_star), data, config.batch_size)
+    draw_steps = config.num_burnin + config.steps_per_draw * np.arange(1, config.num_draws + 1) - 1
+    C, out = config.num_chains, []
+    for k in range(len(grid)):
+        cfg = grid.config(config, k)
+        threshold = cfg.divergence_threshold
+        if threshold is None:
+            threshold = 10.0 * max(post.dim, 10) + 10.0 * cfg.nbeta * noise
+        cell = all_losses[k * C : (k + 1) * C]
+        with np.errstate(over="ignore", invalid="ignore"):
+            reasons = divergent_chains(cfg.nbeta * (cell - init_loss), threshold)
+        diverged = np.array([c in reasons for c in range(C)])
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            res = _assemble(
+                cell[:, draw_steps],
+                init_loss,
+                diverged,
+                cfg,
+                seed=int(seed),
+                vectorized=vectorized,
+                num_params=post.dim,
+                seconds=seconds / len(grid),
+            )
+        out.append(res)
+    return out

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from devbook.llc import SGLDConfig
 
 Batch = tuple[torch.Tensor, ...]
+#: Per-cell sampler values of a batched grid: ``{"epsilon": [K], "nbeta": [K], "gamma": [K]}``.
+CellValues = dict[str, list[float]]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
@@ -119,9 +121,9 @@ def sgld_step(
     noise: torch.Tensor,
     w_star: torch.Tensor,
     *,
-    epsilon: float,
-    nbeta: float,
-    gamma: float,
+    epsilon: float | torch.Tensor,
+    nbeta: float | torch.Tensor,
+    gamma: float | torch.Tensor,
 ) -> torch.Tensor:
     """One SGLD update of paper App. A.4, for one chain or a (chains × parameters) stack.
 
@@ -135,15 +137,17 @@ def sgld_step(
         shape (``(d,)`` or ``(C, d)``).
     w_star : torch.Tensor
         The localisation centre, ``(d,)`` (broadcast over chains).
-    epsilon, nbeta, gamma : float
-        Step size ε, inverse temperature nβ and localisation strength γ.
+    epsilon, nbeta, gamma : float or torch.Tensor
+        Step size ε, inverse temperature nβ and localisation strength γ: numbers, or ``(C, 1)``
+        tensors giving each chain of a stack its own values (a calibration grid run batched).
 
     Returns
     -------
     torch.Tensor
         The parameters after the step (a new tensor).
     """
-    return w + epsilon / 2 * (-nbeta * grad - gamma * (w - w_star)) + math.sqrt(epsilon) * noise
+    root = epsilon.sqrt() if isinstance(epsilon, torch.Tensor) else math.sqrt(epsilon)
+    return w + epsilon / 2 * (-nbeta * grad - gamma * (w - w_star)) + root * noise
 
 
 class _Posterior:
@@ -194,28 +198,65 @@ class _Posterior:
         return g, loss.detach()
 
 
-def _step_fn(post: _Posterior, cfg: SGLDConfig) -> Callable[..., torch.Tensor]:
-    """:func:`sgld_step` with this estimate's ε, nβ, γ and w* bound (shared by both paths)."""
+def _step_fn(
+    post: _Posterior, cfg: SGLDConfig, cells: CellValues | None = None
+) -> Callable[..., torch.Tensor]:
+    """:func:`sgld_step` with this estimate's ε, nβ, γ and w* bound (shared by both paths).
+
+    With ``cells`` (K cells), chain ``k·C + c`` steps with cell k's values."""
+    if cells is None:
+        hyper = {"epsilon": cfg.epsilon, "nbeta": cfg.nbeta, "gamma": cfg.gamma}
+    else:
+        hyper = {
+            k: torch.tensor(v, dtype=post.like.dtype, device=post.like.device)
+            .repeat_interleave(cfg.num_chains)
+            .unsqueeze(1)
+            for k, v in cells.items()
+        }
 
     def step(w: torch.Tensor, g: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return sgld_step(w, g, noise, post.w_star, epsilon=cfg.epsilon, nbeta=cfg.nbeta, gamma=cfg.gamma)
+        return sgld_step(w, g, noise, post.w_star, **hyper)
 
     return step
 
 
+def check_cells(cells: Any) -> int:
+    """The number K of cells in ``{"epsilon": [...], "nbeta": [...], "gamma": [...]}`` (checked)."""
+    if not isinstance(cells, dict) or set(cells) != {"epsilon", "nbeta", "gamma"}:
+        raise ValueError(f"cells must be a dict with keys epsilon, nbeta, gamma; got {cells!r}")
+    sizes = {len(v) for v in cells.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"cells' epsilon, nbeta and gamma must be non-empty and of one length, got {sizes}")
+    for key, values in cells.items():
+        low_ok = (lambda v: v >= 0) if key == "gamma" else (lambda v: v > 0)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and low_ok(v) for v in values):
+            raise ValueError(f"cells[{key!r}] must hold finite numbers {'>= 0' if key == 'gamma' else '> 0'}")
+    return sizes.pop()
+
+
 def run_chains_vectorized(
-    post: _Posterior, data: Batch, cfg: SGLDConfig, seed: int, *, progress: bool = False
+    post: _Posterior,
+    data: Batch,
+    cfg: SGLDConfig,
+    seed: int,
+    *,
+    progress: bool = False,
+    cells: CellValues | None = None,
 ) -> torch.Tensor | None:
     """All chains in one ``vmap``: the recycled minibatch losses ``(C, steps)``.
 
-    Returns ``None`` when ``vmap`` cannot run this model (the first step is the probe); a failure
-    at a later step is a real error and is raised.
+    With ``cells`` (K cells of ε, nβ, γ, see :func:`check_cells`) the K·C chains of a grid run
+    in the one ``vmap``: chain ``k·C + c`` uses cell k's values and the streams of chain c (every
+    cell sees the same batches and noise), and the losses are ``(K·C, steps)``; cell k's rows
+    are what ``cfg`` with cell k's values gives alone. Returns ``None`` when ``vmap`` cannot run
+    this model (the first step is the probe); a failure at a later step is raised.
     """
     C, m, n = cfg.num_chains, cfg.batch_size, data[0].shape[0]
+    K = 1 if cells is None else check_cells(cells)
     schedules = [_Schedule(seed, c, n, m, post.dim, post.like) for c in range(C)]
-    w, rows = post.w_star.unsqueeze(0).repeat(C, 1), schedules[0].rows
-    step = _step_fn(post, cfg)
-    losses = torch.empty(C, cfg.num_steps, dtype=post.like.dtype, device=post.like.device)
+    w, rows = post.w_star.unsqueeze(0).repeat(K * C, 1), schedules[0].rows
+    step = _step_fn(post, cfg, cells)
+    losses = torch.empty(K * C, cfg.num_steps, dtype=post.like.dtype, device=post.like.device)
     # torch's CPU generators are serial; each chain owns its generators, so drawing the chains'
     # blocks in threads is deterministic and uses the idle cores.
     with ThreadPoolExecutor(max(1, min(C, torch.get_num_threads()))) as pool:
@@ -225,7 +266,9 @@ def run_chains_vectorized(
                 idx_block = torch.stack([b[0] for b in blocks], 1)  # (rows, C, m)
                 noise_block = torch.stack([b[1] for b in blocks], 1)  # (rows, C, dim)
             idx, noise = idx_block[t % rows], noise_block[t % rows]
-            batch = tuple(x.index_select(0, idx.reshape(-1)).view(C, m, *x.shape[1:]) for x in data)
+            if cells is not None:
+                idx, noise = idx.repeat(K, 1), noise.repeat(K, 1)
+            batch = tuple(x.index_select(0, idx.reshape(-1)).view(K * C, m, *x.shape[1:]) for x in data)
             try:
                 g, loss = post.grad_chains(w, batch)
             except Exception as err:  # noqa: BLE001 - any vmap failure means: use the sequential path
