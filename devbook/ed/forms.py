@@ -77,7 +77,7 @@ class Form:
     ``lift_pc`` is the lift of the planes' centres, ``centre_pc`` the point whose potential is
     flattest over the form's window and ``flatness`` that potential's flatness
     (:func:`devbook.ed.evidence.flatness`); ``point_pc`` is ``lift_pc`` for a stationary
-    form and ``centre_pc`` for a vertex form (see :attr:`kind`).
+    form and ``centre_pc`` for a vertex form (see ``kind``).
     """
 
     index: float
@@ -439,7 +439,7 @@ def find_forms(
         The flatness of a candidate is measured over ``flat_tol`` σ + 1 checkpoints either
         side (:func:`devbook.ed.evidence.flatness`).
     influence_tol, b6_tol
-        See :func:`influence_range` and :func:`b6_check`.
+        See :func:`devbook.ed.evidence.influence_range` and :func:`devbook.ed.evidence.b6_check`.
     vertex_options, cusp_options
         Keyword arguments for :func:`devbook.ed.geometry.vertices` / ``cusps``.
 
