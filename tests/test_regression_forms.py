@@ -76,10 +76,13 @@ def test_discrete_tasks_have_a_nonzero_task_prior() -> None:
     assert np.abs(refs["task prior"]).max() > 0
 
 
-def test_predictor_distances_are_mean_squares() -> None:
+def test_predictor_distances_are_median_squares() -> None:
     preds = np.stack([np.zeros((2, 3)), np.ones((2, 3))])
     d = fm.predictor_distances(preds, {"zero": np.zeros((2, 3)), "two": np.full((2, 3), 2.0)}, [0, 10])
     assert d.loc[10, "zero"] == 1.0 and d.loc[0, "two"] == 4.0 and list(d.index) == [0, 10]
+    outlier = np.zeros((1, 3, 3))
+    outlier[0, 0, 0] = 1e6  # one heavy-tailed prediction does not move the median
+    assert fm.predictor_distances(outlier, {"zero": np.zeros((3, 3))}).iloc[0, 0] == 0.0
 
 
 def test_run_equivalent_inverts_paper_equivalent() -> None:
@@ -122,3 +125,13 @@ def test_sigma_schedules_are_checked() -> None:
         fm.sigmas(10, [1.0, 2.0])
     with pytest.raises(ValueError, match="valid"):
         fm.forms_preset("cpu", sequence=3)
+
+
+def test_prior_to_ridge_finds_the_minimum_and_the_crossing() -> None:
+    d = pd.DataFrame(
+        {"task prior": [0.3, 0.1, 0.01, 0.2, 0.4], "ridge (Bayes)": [0.9, 0.6, 0.5, 0.3, 0.1]},
+        index=[0, 10, 20, 30, 40],
+    )
+    out = fm.prior_to_ridge(d)
+    assert out == {"prior_step": 20.0, "prior_distance": 0.01, "ridge_step": 40.0}
+    assert np.isnan(fm.prior_to_ridge(d.assign(**{"ridge (Bayes)": 1.0}))["ridge_step"])

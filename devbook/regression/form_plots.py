@@ -11,11 +11,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 from numpy.typing import ArrayLike
 
 from devbook.ed import FormSearch
@@ -63,37 +67,64 @@ def _frame(ax: plt.Axes, curve: np.ndarray, marks: np.ndarray, margin: float = 0
     ax.set_ylim(lo[1] - pad, hi[1] + pad)
 
 
-def planes_figure(search: FormSearch, stages: pd.DataFrame, n_circles: int = 12) -> Figure:
+def planes_figure(
+    search: FormSearch, stages: pd.DataFrame, highlight: Sequence[int] = (), n_circles: int = 8
+) -> Figure:
     """The trajectory in every plane of ``search.planes``, coloured by the LLC stage of each
-    checkpoint (the type's colour, alternating in strength), with evolute, vertices (dots, with
-    their circles), cusps (squares) and forms (stars, numbered)."""
+    checkpoint (the type's colour, alternating in strength), with its evolute (dashed) and
+    ``n_circles`` evenly spaced osculating circles (grey), every
+    detected vertex (red dot) and cusp (square), every candidate form (grey star) and the forms
+    ``highlight`` (indices into ``search.forms``: gold stars numbered ``index + 1``, with the
+    osculating circles of their members)."""
     planes = search.planes
     fig, axes = plt.subplots(1, len(planes), figsize=(4.2 * len(planes), 4.0), squeeze=False)
     steps = search.steps
-    colours = _stage_colours(steps, stages)
     stage_idx = np.clip(np.searchsorted(stages["end"].to_numpy(float), steps), 0, len(stages) - 1)
     alpha = np.asarray(_shade(stages))[stage_idx]
+    rgba = [(*to_rgb(c), a) for c, a in zip(_stage_colours(steps, stages), alpha)]
     for ax, (i, j) in zip(axes[0], planes):
         sm = search.smoothed.columns((i, j))
         vert, cusp = search.features[(i, j)]
         draw_plane(
-            ax, sm.position, circles(sm), vert, cusp, n_circles=n_circles, labels=(f"PC{i + 1}", f"PC{j + 1}")
+            ax,
+            sm.position,
+            circles(sm),
+            vert,
+            cusp,
+            labels=(f"PC{i + 1}", f"PC{j + 1}"),
+            n_circles=n_circles,
+            vertex_circles=False,
+            clip=1.0,
         )
         p = sm.position
-        segs = np.stack([p[:-1], p[1:]], axis=1)
-        rgba = [(*plt.matplotlib.colors.to_rgb(c), a) for c, a in zip(colours[:-1], alpha[:-1])]
-        ax.add_collection(LineCollection(segs, colors=rgba, linewidths=3.0, zorder=0))
-        _frame(ax, p, np.array([f.point_pc[[i, j]] for f in search.forms]).reshape(-1, 2))
-        for n, form in enumerate(search.forms, start=1):
-            ax.plot(form.point_pc[i], form.point_pc[j], "*", color="gold", mec="black", ms=13, zorder=5)
+        ax.add_collection(
+            LineCollection(np.stack([p[:-1], p[1:]], axis=1), colors=rgba[:-1], linewidths=3.0, zorder=0)
+        )
+        for n, form in enumerate(search.forms):
+            big = n in highlight
+            ax.plot(
+                form.point_pc[i],
+                form.point_pc[j],
+                "*",
+                color="gold" if big else "0.6",
+                mec="black" if big else "none",
+                ms=13 if big else 7,
+                zorder=5 if big else 4,
+            )
+            if not big:
+                continue
             ax.annotate(
-                f"{n}",
+                f"{n + 1}",
                 (form.point_pc[i], form.point_pc[j]),
                 xytext=(5, 5),
                 textcoords="offset points",
                 fontsize=9,
                 weight="bold",
             )
+            for m in form.members:
+                if m.plane == (i, j) and m.kind == "vertex":
+                    ax.add_patch(Circle(m.centre, m.radius, fill=False, lw=1.0, color=VERTEX))
+        _frame(ax, p, np.array([f.point_pc[[i, j]] for f in search.forms]).reshape(-1, 2))
     names = stage_names(stages)
     handles = [
         plt.Line2D([], [], color=STAGE_COLOURS[t], lw=3, alpha=a, label=f"{nm} ({t})")
@@ -122,21 +153,26 @@ def scores_figure(search: FormSearch, stages: pd.DataFrame) -> Figure:
     return fig
 
 
-def potentials_figure(search: FormSearch, stages: pd.DataFrame) -> Figure:
-    """One panel per form: its potential (squared distance in function space) over training."""
-    n = max(len(search.forms), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
-    for ax, form, pot, num in zip(axes[0], search.forms, search.potentials, range(1, n + 1)):
-        draw_potential(ax, search.steps, pot, start=form.start, end=form.end, step=form.step)
+def potentials_figure(search: FormSearch, stages: pd.DataFrame, which: Sequence[int]) -> Figure:
+    """One panel per form in ``which`` (indices into ``search.forms``): its potential, the
+    squared distance in function space, over training, with its influence range."""
+    which = list(which)
+    fig, axes = plt.subplots(1, max(len(which), 1), figsize=(4.2 * max(len(which), 1), 3.2), squeeze=False)
+    for ax, n in zip(axes[0], which):
+        form = search.forms[n]
+        draw_potential(ax, search.steps, search.potentials[n], start=form.start, end=form.end, step=form.step)
         log_time_axis(ax, first_positive=max(float(search.steps[1]), 1.0), last=float(search.steps[-1]))
         shade_stages(ax, stages, label=False)
-        ax.set_title(f"form {num} at step {form.step:,.0f}", fontsize=10)
+        ax.set_title(f"form {n + 1} at step {form.step:,.0f}", fontsize=10)
+    if not which:
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no form found", ha="center", va="center")
     fig.tight_layout()
     return fig
 
 
 def distances_figure(distances: pd.DataFrame, stages: pd.DataFrame, form_steps: ArrayLike) -> Figure:
-    """Mean squared distance of the network's predictions to each reference predictor."""
+    """Median squared distance of the network's predictions to each reference predictor."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
     steps = distances.index.to_numpy(float)
     styles = {"task prior": {"ls": "--"}}
@@ -147,7 +183,7 @@ def distances_figure(distances: pd.DataFrame, stages: pd.DataFrame, form_steps: 
     shade_stages(ax, stages)
     for s in np.asarray(form_steps, dtype=float):
         ax.axvline(s, color=VERTEX, ls=":", lw=1.2)
-    ax.set_ylabel("mean squared distance of $\\hat y$")
+    ax.set_ylabel("median squared distance of $\\hat y$")
     ax.legend(frameon=False, fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig

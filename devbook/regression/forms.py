@@ -36,11 +36,18 @@ Tensor = torch.Tensor
 
 #: The chapter's sizes. ``sequences``: the proxy batch (the paper's is 1,000 sequences, 80,000
 #: numbers per checkpoint); ``sigma``: the main smoothing schedule (start, stop, flat fraction)
-#: in checkpoints, ``sigma_alt`` the robustness one; ``surrogates`` per null family.
+#: in checkpoints, ``sigma_alt`` the robustness one; ``surrogates`` per null family. σ ends
+#: at 6 % of the checkpoints, as the paper's text (0.1 to 300 of 5,000; its code stopped at 60):
+#: with fewer, the SGD noise of the late checkpoints makes a vertex of every wiggle.
 FORMS_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"sequences": 32, "surrogates": 5, "sigma": [1.0, 2.0, 0.2], "sigma_alt": [1.5, 3.0, 0.2]},
-    "cpu": {"sequences": 500, "surrogates": 20, "sigma": [1.0, 24.0, 0.2], "sigma_alt": [2.0, 12.0, 0.1]},
-    "paper": {"sequences": 1000, "surrogates": 50, "sigma": [1.0, 60.0, 0.2], "sigma_alt": [2.0, 30.0, 0.1]},
+    "cpu": {"sequences": 500, "surrogates": 20, "sigma": [1.0, 120.0, 0.02], "sigma_alt": [2.0, 60.0, 0.05]},
+    "paper": {
+        "sequences": 1000,
+        "surrogates": 50,
+        "sigma": [1.0, 300.0, 0.02],
+        "sigma_alt": [2.0, 150.0, 0.05],
+    },
 }
 
 #: The paper's forms of the regression transformer (seed 1; paper §3.2, Table 4): step and
@@ -145,10 +152,19 @@ def reference_predictions(batch: Batch, data: RegressionData) -> dict[str, NDArr
 def predictor_distances(
     predictions: ArrayLike, references: Mapping[str, ArrayLike], index: ArrayLike | None = None
 ) -> pd.DataFrame:
-    """Mean squared difference between ``predictions`` ``(T, B, K)`` and each reference
-    ``(B, K)``: one row per checkpoint (``index``), one column per predictor."""
+    """Median squared difference between ``predictions`` ``(T, B, K)`` and each reference
+    ``(B, K)`` over the batch's sequences and positions: one row per checkpoint (``index``), one
+    column per predictor.
+
+    The median, not the mean: least squares at context length D (as many pairs as unknowns)
+    solves a square random system, whose predictions are heavy-tailed (its risk diverges there),
+    so a handful of sequences would dominate a mean.
+    """
     p = np.asarray(predictions, dtype=np.float64)
-    cols = {name: ((p - np.asarray(ref)[None]) ** 2).mean(axis=(1, 2)) for name, ref in references.items()}
+    cols = {
+        name: np.median(((p - np.asarray(ref)[None]) ** 2).reshape(p.shape[0], -1), axis=1)
+        for name, ref in references.items()
+    }
     return pd.DataFrame(cols, index=None if index is None else pd.Index(index, name="step"))
 
 
@@ -204,13 +220,13 @@ def survival(reference: FormSearch, variants: Mapping[str, FormSearch]) -> pd.Da
 def form_contents(
     search: FormSearch, batch: Batch, references: Mapping[str, ArrayLike], distances: pd.DataFrame
 ) -> pd.DataFrame:
-    """What each form is: the mean squared distance from the form's predictions (its point of
-    function space, read out) to each reference predictor, the nearest one, and the nearest
-    predictor of the network itself at the form's step."""
+    """What each form is: the median squared distance (as :func:`predictor_distances`) from the
+    form's predictions (its point of function space, read out) to each reference predictor, the
+    nearest one, and the nearest predictor of the network itself at the form's step."""
     rows = []
     for form in search.forms:
         pred = proxy_predictions(form.point, batch)[0]
-        d = {name: float(((pred - np.asarray(ref)) ** 2).mean()) for name, ref in references.items()}
+        d = {name: float(np.median((pred - np.asarray(ref)) ** 2)) for name, ref in references.items()}
         at = distances.iloc[int(np.argmin(np.abs(distances.index.to_numpy() - form.step)))]
         rows.append(
             {"step": form.step, **d, "form nearest": min(d, key=d.get), "network nearest": at.idxmin()}
@@ -219,15 +235,40 @@ def form_contents(
 
 
 def describe_contents(contents: pd.DataFrame) -> str:
-    """One markdown sentence per form of :func:`form_contents`."""
+    """One markdown line per row of :func:`form_contents` (forms numbered index + 1)."""
     if contents.empty:
         return "No form was found, so there is nothing to compare."
     lines = []
-    for n, row in enumerate(contents.itertuples(index=False), start=1):
-        form_near, net_near = row[contents.columns.get_loc("form nearest")], row[-1]
-        dist = row[contents.columns.get_loc(form_near)]
+    for i, row in contents.iterrows():
+        near = row["form nearest"]
         lines.append(
-            f"- Form {n} (step {row[0]:,.0f}): its point is nearest to **{form_near}** (mean squared "
-            f"distance {dist:.3f}); the network at that step is nearest to **{net_near}**."
+            f"- Form {int(i) + 1} (step {row['step']:,.0f}): its point is nearest to **{near}** "
+            f"(median squared distance {row[near]:.3f}); the network at that step is nearest to "
+            f"**{row['network nearest']}**."
         )
     return "\n".join(lines)
+
+
+def describe_shown(table: pd.DataFrame, shown: Sequence[int]) -> str:
+    """Which forms the chapter's figures highlight, and why (numbered from 1, as displayed)."""
+    if not len(table):
+        return "nothing: no candidate form was found"
+    names = ", ".join(str(i + 1) for i in shown)
+    if (table.loc[list(shown), "p_value"] < 0.05).all():
+        return f"the significant forms ({names})"
+    return f"the {len(shown)} candidates with the smallest p-values ({names}), none of them significant"
+
+
+def prior_to_ridge(distances: pd.DataFrame) -> dict[str, float]:
+    """When the network is nearest the task prior (the step and median squared distance of the
+    minimum of the ``task prior`` column) and the first step after it at which ridge regression
+    is nearer than the task prior (NaN if never)."""
+    prior = distances["task prior"]
+    at = prior.idxmin()
+    after = distances.loc[distances.index > at]
+    crossed = after.index[after["ridge (Bayes)"] < after["task prior"]]
+    return {
+        "prior_step": float(at),
+        "prior_distance": float(prior.loc[at]),
+        "ridge_step": float(crossed[0]) if len(crossed) else float("nan"),
+    }
