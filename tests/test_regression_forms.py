@@ -32,6 +32,7 @@ def test_proxy_is_the_full_output_and_is_cached(smoke_run) -> None:
     np.testing.assert_allclose(fm.proxy_predictions(x[2], batch)[0], readout(out).numpy(), rtol=1e-6)
     again = fm.functional_proxy(SETTING, smoke_run, steps, 8)  # read back from the run store
     np.testing.assert_array_equal(x, again)
+    np.testing.assert_array_equal(x, fm.functional_proxy(SETTING, smoke_run, steps, 8, chunk=3))
     other = fm.functional_proxy(SETTING, smoke_run, steps, 8, seed=1)
     assert not np.allclose(x, other)
     with pytest.raises(ValueError, match="proxy rows of length"):

@@ -27,9 +27,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from devbook import presets
 from devbook.ed import FormSearch, sigma_schedule
+from devbook.progress import progress as progress_bar
 from devbook.regression.compare import PAPER_MAX_LR, PAPER_STEPS, cumulative_lr
 from devbook.regression.data import Batch, RegressionData, fixed_dataset, readout, tokenise
-from devbook.setting import Setting, evaluate_checkpoints
+from devbook.setting import Setting
 from devbook.store import Run
 
 Tensor = torch.Tensor
@@ -85,25 +86,42 @@ def proxy_batch(config: dict[str, Any], n_sequences: int, seed: int = 0) -> Batc
 
 
 def functional_proxy(
-    setting: Setting, run: Run, steps: Sequence[int], n_sequences: int, seed: int = 0, progress: bool = False
+    setting: Setting,
+    run: Run,
+    steps: Sequence[int],
+    n_sequences: int,
+    seed: int = 0,
+    progress: bool = False,
+    chunk: int = 100,
 ) -> NDArray[np.float32]:
     """The functional proxy ``(len(steps), n_sequences · 2K · (D+1))`` of ``run`` (E.2.5).
 
     Row ``i`` is the model's full output at checkpoint ``steps[i]`` on :func:`proxy_batch`:
     every token, every component, before :func:`devbook.regression.data.readout` picks the
-    predictions. Each row is computed once and cached in the run store.
+    predictions. Rows are computed once and cached in the run store ``chunk`` checkpoints at a
+    time (an interrupted extraction resumes from its last complete chunk).
     """
     batch = proxy_batch(run.config, n_sequences, seed)
     tokens = tokenise(batch.xs, batch.ys)
+    steps = [int(s) for s in steps]
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
 
-    def compute(step: int) -> dict[str, np.ndarray]:
-        model = setting.load_model(run, step)
-        with torch.no_grad():
-            return {"outputs": model(tokens).numpy().astype(np.float32)}
+    def compute(part: list[int]) -> dict[str, np.ndarray]:
+        rows = []
+        for step in part:
+            model = setting.load_model(run, step)
+            with torch.no_grad():
+                rows.append(model(tokens).numpy().astype(np.float32).reshape(-1))
+        return {"outputs": np.stack(rows)}
 
+    parts = [steps[i : i + chunk] for i in range(0, len(steps), chunk)]
     config = {"n_sequences": int(n_sequences), "seed": int(seed)}
-    rows = evaluate_checkpoints(run, "ed-proxy", config, steps, compute, progress=progress)
-    return np.stack([r["outputs"].reshape(-1) for r in rows])
+    out = [
+        run.cached("ed-proxy", {**config, "steps": part}, lambda p=part: compute(p))["outputs"]
+        for part in progress_bar(parts, desc="proxy", disable=not progress)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, tokens.numel()), np.float32)
 
 
 def proxy_predictions(proxies: ArrayLike, batch: Batch) -> NDArray[np.float64]:
