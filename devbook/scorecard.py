@@ -206,6 +206,63 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+# -- calibration of the LLC estimator (book/theory/calibration, paper App. E.3)
+
+
+def judge_seed_smoothing(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when the same-seed LLC curve is smoother than the fresh-seed one."""
+    same, fresh = float(v["cal-rough-same"]), float(v["cal-rough-fresh"])
+    text = f"roughness {same:.3f} with the same seed, {fresh:.3f} with fresh seeds"
+    return text, "reproduced" if same < fresh else "differs"
+
+
+def judge_early_divergence(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when more grid cells diverge at the early checkpoint than at the final one."""
+    early, final = int(v["cal-div-early"]), int(v["cal-div-final"])
+    text = f"{early} cells diverge early, {final} at the end"
+    if early == final == 0:
+        return text, "not reachable at this scale"
+    return text, "reproduced" if early > final else "differs"
+
+
+def judge_watanabe(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when sampling at n / log n fails to converge while a hotter nβ is ok."""
+    verdict, hotter_ok = str(v["cal-t-cold-verdict"]), int(v["cal-t-n-ok-hotter"])
+    text = f"at nβ = n/log n: {verdict}; {hotter_ok} hotter nβ ok"
+    if hotter_ok == 0:
+        return text, "not reachable at this scale"
+    return text, "reproduced" if verdict != "ok" else "differs"
+
+
+CALIBRATION_CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "At the Watanabe temperature nβ = n/log n the step must shrink until the chains stop converging",
+        "paper App. E.3.1",
+        "sample above the Watanabe temperature",
+        "book/theory/calibration",
+        ("cal-t-cold-verdict", "cal-t-n-ok-hotter"),
+        judge_watanabe,
+    ),
+    Claim(
+        "The same seed at every checkpoint smooths the LLC curve",
+        "paper App. E.3.2, Figure 39",
+        "smoother, same shape",
+        "book/theory/calibration",
+        ("cal-rough-same", "cal-rough-fresh"),
+        judge_seed_smoothing,
+    ),
+    Claim(
+        "Sampler settings healthy at the end of training diverge at earlier checkpoints",
+        "paper App. E.3.3",
+        "early checkpoints diverge first",
+        "book/theory/calibration",
+        ("cal-div-early", "cal-div-final"),
+        judge_early_divergence,
+    ),
+)
+CLAIMS = CLAIMS + CALIBRATION_CLAIMS
+
+
 def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS, root: Path | None = None) -> pd.DataFrame:
     """One row per claim: claim, source, paper, this build, verdict, chapter.
 
