@@ -101,10 +101,17 @@ def test_compare_forms_and_survival() -> None:
         {"run_step": [50.0, np.nan], "run_start": [40.0, np.nan], "run_end": [60.0, np.nan]},
         index=pd.Index(["F1", "F2"], name="paper form"),
     )
-    ours = pd.DataFrame({"step": [55.0, 300.0], "start": [52.0, 280.0], "end": [70.0, 320.0]})
+    ours = pd.DataFrame(
+        {"step": [55.0, 300.0], "start": [52.0, 280.0], "end": [70.0, 320.0], "p_value": [0.01, 0.01]}
+    )
     v = fm.compare_forms(ours, paper)
-    assert list(v["verdict"]) == ["found", "beyond this run"] and v.loc["F1", "run forms"] == "55"
+    assert (
+        list(v["verdict"]) == ["found", "beyond this run"]
+        and v.loc["F1", "candidates (p)"] == "1 at 55 (0.01)"
+    )
     assert fm.compare_forms(ours.iloc[1:], paper).loc["F1", "verdict"] == "not found"
+    weak = fm.compare_forms(ours.assign(p_value=[0.2, 0.01]), paper)  # overlapping but not significant
+    assert weak.loc["F1", "verdict"] == "not found" and weak.loc["F1", "candidates (p)"] == "1 at 55 (0.20)"
 
 
 def test_survival_of_a_planted_form() -> None:
@@ -115,7 +122,7 @@ def test_survival_of_a_planted_form() -> None:
     other = find_forms(planted.proxies, planted.steps, sigma=10.0, n_surrogates=0)
     table = fm.survival(ref, {"σ = 10": other})
     assert len(table) == len(ref.table) >= 1
-    true_form = int(np.argmin(np.abs(table["step"] - planted.steps[planted.index])))
+    true_form = table.index[int(np.argmin(np.abs(table["step"] - planted.steps[planted.index])))]
     assert table.loc[true_form, "σ = 10"] != "—"
     assert abs(float(table.loc[true_form, "σ = 10"].replace(",", "")) - planted.steps[planted.index]) < 50
 

@@ -203,36 +203,48 @@ def paper_forms_on_run(total_steps: int, max_lr: float) -> pd.DataFrame:
     return PAPER_FORMS.assign(**{f"run_{c}": v for c, v in mapped.items()})
 
 
-def compare_forms(table: pd.DataFrame, paper_on_run: pd.DataFrame) -> pd.DataFrame:
-    """For each paper form: the run's forms whose influence range overlaps its mapped range.
+def compare_forms(table: pd.DataFrame, paper_on_run: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """For each paper form: this run's candidate forms whose influence range overlaps its mapped
+    range, with their p-values, and a verdict.
 
-    ``table`` is :attr:`devbook.ed.FormSearch.table`. A paper form beyond the run's end is
-    ``beyond this run``; otherwise ``found`` (the run's forms listed) or ``not found``.
+    ``table`` is :attr:`devbook.ed.FormSearch.table` (rows numbered from 1 in ``candidates``).
+    A paper form beyond the run's end is ``beyond this run``; otherwise ``found`` when an
+    overlapping candidate has ``p_value < alpha``, else ``not found``.
     """
     rows = []
     for name, p in paper_on_run.iterrows():
         if not np.isfinite(p["run_step"]):
-            rows.append({"paper form": name, "verdict": "beyond this run", "run forms": ""})
+            rows.append({"paper form": name, "verdict": "beyond this run", "candidates (p)": ""})
             continue
         end = p["run_end"] if np.isfinite(p["run_end"]) else np.inf
         hit = table[(table["start"] <= end) & (table["end"] >= p["run_start"])]
-        steps = ", ".join(f"{s:,.0f}" for s in hit["step"])
-        rows.append({"paper form": name, "verdict": "found" if len(hit) else "not found", "run forms": steps})
+        listed = ", ".join(f"{i + 1} at {r.step:,.0f} ({r.p_value:.2f})" for i, r in hit.iterrows())
+        found = bool((hit["p_value"] < alpha).any())
+        rows.append(
+            {"paper form": name, "verdict": "found" if found else "not found", "candidates (p)": listed}
+        )
     return pd.DataFrame(rows).set_index("paper form")
 
 
 def survival(reference: FormSearch, variants: Mapping[str, FormSearch]) -> pd.DataFrame:
     """Which forms of ``reference`` survive in each variant: a variant's form whose step lies
-    inside the reference form's influence range (the step of the nearest such form, else "—")."""
+    inside the reference form's influence range (the step of the nearest such form, else "—").
+    Rows are the reference's forms, numbered from 1."""
     rows = []
     for _, f in reference.table.iterrows():
-        row: dict[str, Any] = {"step": f["step"], "start": f["start"], "end": f["end"]}
+        row: dict[str, Any] = {
+            "step": f["step"],
+            "start": f["start"],
+            "end": f["end"],
+            "p_value": f["p_value"],
+        }
         for label, search in variants.items():
             s = search.table["step"].to_numpy(float)
             inside = s[(s >= f["start"]) & (s <= f["end"])]
             row[label] = f"{inside[np.argmin(np.abs(inside - f['step']))]:,.0f}" if inside.size else "—"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["step", "start", "end", *variants])
+    index = pd.RangeIndex(1, len(rows) + 1, name="form")
+    return pd.DataFrame(rows, columns=["step", "start", "end", "p_value", *variants], index=index)
 
 
 def form_contents(
