@@ -67,6 +67,27 @@ def _frame(ax: plt.Axes, curve: np.ndarray, marks: np.ndarray, margin: float = 0
     ax.set_ylim(lo[1] - pad, hi[1] + pad)
 
 
+def _mark_forms(ax: plt.Axes, search: FormSearch, plane: tuple[int, int], highlight: Sequence[int]) -> None:
+    """Grey stars at every candidate form; gold, numbered stars with their members' osculating
+    circles at the ``highlight`` ones."""
+    i, j = plane
+    for n, form in enumerate(search.forms):
+        big = n in highlight
+        x, y = form.point_pc[i], form.point_pc[j]
+        style = (
+            {"color": "gold", "mec": "black", "ms": 13, "zorder": 5}
+            if big
+            else {"color": "0.6", "mec": "none", "ms": 7, "zorder": 4}
+        )
+        ax.plot(x, y, "*", **style)
+        if not big:
+            continue
+        ax.annotate(f"{n + 1}", (x, y), xytext=(5, 5), textcoords="offset points", fontsize=9, weight="bold")
+        for m in form.members:
+            if m.plane == plane and m.kind == "vertex":
+                ax.add_patch(Circle(m.centre, m.radius, fill=False, lw=1.0, color=VERTEX))
+
+
 def planes_figure(
     search: FormSearch, stages: pd.DataFrame, highlight: Sequence[int] = (), n_circles: int = 8
 ) -> Figure:
@@ -100,30 +121,7 @@ def planes_figure(
         ax.add_collection(
             LineCollection(np.stack([p[:-1], p[1:]], axis=1), colors=rgba[:-1], linewidths=3.0, zorder=0)
         )
-        for n, form in enumerate(search.forms):
-            big = n in highlight
-            ax.plot(
-                form.point_pc[i],
-                form.point_pc[j],
-                "*",
-                color="gold" if big else "0.6",
-                mec="black" if big else "none",
-                ms=13 if big else 7,
-                zorder=5 if big else 4,
-            )
-            if not big:
-                continue
-            ax.annotate(
-                f"{n + 1}",
-                (form.point_pc[i], form.point_pc[j]),
-                xytext=(5, 5),
-                textcoords="offset points",
-                fontsize=9,
-                weight="bold",
-            )
-            for m in form.members:
-                if m.plane == (i, j) and m.kind == "vertex":
-                    ax.add_patch(Circle(m.centre, m.radius, fill=False, lw=1.0, color=VERTEX))
+        _mark_forms(ax, search, (i, j), highlight)
         _frame(ax, p, np.array([f.point_pc[[i, j]] for f in search.forms]).reshape(-1, 2))
     names = stage_names(stages)
     handles = [
