@@ -263,6 +263,36 @@ CALIBRATION_CLAIMS: tuple[Claim, ...] = (
 CLAIMS = CLAIMS + CALIBRATION_CLAIMS
 
 
+# -- the one-layer language model (book/language/one-layer, paper App. C.4)
+
+
+def judge_one_layer_boundary(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when the two-layer model's first stage boundary is also a one-layer boundary.
+
+    ``ol-first-1l`` / ``ol-first-2l`` are the first boundaries (step, -1 for none),
+    ``ol-match-rank`` the rank of the one-layer boundary at the two-layer's first (0: none).
+    """
+    one, two, rank = int(v["ol-first-1l"]), int(v["ol-first-2l"]), int(v["ol-match-rank"])
+    if one < 0 or two < 0:
+        return "a run has no stage boundary", "not reachable at this scale"
+    text = f"first boundaries: one layer at step {one:,}, two layers at {two:,}"
+    if not rank:
+        return text + "; the two-layer's is no one-layer boundary", "differs"
+    return text + f"; the two-layer's is the one-layer's boundary {rank}", "reproduced"
+
+
+CLAIMS = CLAIMS + (
+    Claim(
+        "The one-layer language model has a stage boundary where the two-layer model's first one falls",
+        "paper App. C.4",
+        "both at step 900 (the one-layer model's second boundary)",
+        "book/language/one-layer",
+        ("ol-first-1l", "ol-first-2l", "ol-match-rank"),
+        judge_one_layer_boundary,
+    ),
+)
+
+
 def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS, root: Path | None = None) -> pd.DataFrame:
     """One row per claim: claim, source, paper, this build, verdict, chapter.
 

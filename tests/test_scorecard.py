@@ -71,6 +71,21 @@ def test_curvature_verdict() -> None:
     )
 
 
+def test_one_layer_boundary_verdict() -> None:
+    judge = scorecard.judge_one_layer_boundary
+    paper = {"ol-first-1l": 400, "ol-first-2l": 900, "ol-match-rank": 2}
+    assert judge(paper, "paper") == (
+        "first boundaries: one layer at step 400, two layers at 900; the two-layer's is the one-layer's boundary 2",
+        "reproduced",
+    )
+    assert judge({"ol-first-1l": 3, "ol-first-2l": 3, "ol-match-rank": 1}, "cpu")[1] == "reproduced"
+    assert judge({"ol-first-1l": 13, "ol-first-2l": 3, "ol-match-rank": 0}, "cpu")[1] == "differs"
+    assert (
+        judge({"ol-first-1l": -1, "ol-first-2l": 3, "ol-match-rank": 0}, "cpu")[1]
+        == "not reachable at this scale"
+    )
+
+
 def test_scorecard_reads_executed_notebooks(tmp_path: Path) -> None:
     (tmp_path / "devbook").mkdir()
     claim = scorecard.CLAIMS[2]  # regression stages
