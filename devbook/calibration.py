@@ -191,7 +191,7 @@ def cell_verdict(counts: dict[str, int], rhat: float, slope: float) -> str:
 
 
 def grid_arrays(results: list[LLCResult]) -> dict[str, np.ndarray]:
-    """The per-cell summary of :func:`estimate_llc_grid` as arrays (what the run store caches)."""
+    """The per-cell summary of :func:`devbook.llc.estimate_llc_grid` as arrays (what the run store caches)."""
     codes = np.array([[DIAGNOSES.index(d) for d in r.diagnosis] for r in results], dtype=np.int64)
     return {
         "epsilon": np.array([r.config.epsilon for r in results]),

@@ -219,7 +219,7 @@ def judge_seed_smoothing(v: Values, preset: str) -> tuple[str, str]:
 def judge_early_divergence(v: Values, preset: str) -> tuple[str, str]:
     """Reproduced when more grid cells diverge at the early checkpoint than at the final one."""
     early, final = int(v["cal-div-early"]), int(v["cal-div-final"])
-    text = f"{early} cells diverge early, {final} at the end"
+    text = f"cells that diverge: {early} early, {final} at the end"
     if early == final == 0:
         return text, "not reachable at this scale"
     return text, "reproduced" if early > final else "differs"

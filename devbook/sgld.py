@@ -245,7 +245,7 @@ def run_chains_vectorized(
 ) -> torch.Tensor | None:
     """All chains in one ``vmap``: the recycled minibatch losses ``(C, steps)``.
 
-    With ``cells`` (K cells of ε, nβ, γ, see :func:`check_cells`) the K·C chains of a grid run
+    With ``cells`` (K cells of ε, nβ, γ, see :func:`devbook.sgld.check_cells`) the K·C chains of a grid run
     in the one ``vmap``: chain ``k·C + c`` uses cell k's values and the streams of chain c (every
     cell sees the same batches and noise), and the losses are ``(K·C, steps)``; cell k's rows
     are what ``cfg`` with cell k's values gives alone. Returns ``None`` when ``vmap`` cannot run

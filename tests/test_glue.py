@@ -16,7 +16,7 @@ from devbook.scorecard import keys_by_chapter
 
 CHAPTERS = chapters()
 ROLE = re.compile(r"\{glue(?::(?:text|md|any|))?\}`([^`:]+)(?::[^`]*)?`")
-DIRECTIVE = re.compile(r"^```\{glue(?::figure|:math)?\}\s+(\S+)", re.M)
+DIRECTIVE = re.compile(r"^```\{glue(?::figure|:math|:md)?\}\s+(\S+)", re.M)
 CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.M | re.S)
 
 
@@ -83,10 +83,11 @@ def test_checker_finds_problems() -> None:
     code, md = split(
         "x\n```{code-cell} ipython3\nglue('a', 1)\nglue(f'b-{i}', 2)\n```\n"
         "see {glue:text}`a:.2f` and {glue:}`b-3` and {glue:text}`c`\n"
+        "```{glue:md} d\n:format: myst\n```\n"
     )
     pats = glued_patterns(code)
-    assert used_keys(md) == {"a", "b-3", "c"}
-    assert [k for k in used_keys(md) if not any(p.fullmatch(k) for p in pats)] == ["c"]
+    assert used_keys(md) == {"a", "b-3", "c", "d"}
+    assert sorted(k for k in used_keys(md) if not any(p.fullmatch(k) for p in pats)) == ["c", "d"]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[str(c) for c in CHAPTERS])

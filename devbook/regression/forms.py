@@ -71,7 +71,7 @@ def forms_preset(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
 
 
 def sigmas(n: int, schedule: Sequence[float]) -> NDArray[np.float64]:
-    """σ per checkpoint for ``schedule = (start, stop, flat)`` (:func:`devbook.ed.sigma_schedule`)."""
+    """σ per checkpoint for ``schedule = (start, stop, flat)`` (:func:`devbook.ed.smoothing.sigma_schedule`)."""
     if len(schedule) != 3:
         raise ValueError(f"a σ schedule is (start, stop, flat), got {list(schedule)}")
     start, stop, flat = (float(v) for v in schedule)
@@ -207,7 +207,8 @@ def compare_forms(table: pd.DataFrame, paper_on_run: pd.DataFrame, alpha: float 
     """For each paper form: this run's candidate forms whose influence range overlaps its mapped
     range, with their p-values, and a verdict.
 
-    ``table`` is :attr:`devbook.ed.FormSearch.table` (rows numbered from 1 in ``candidates``).
+    ``table`` is the ``table`` of a :class:`devbook.ed.forms.FormSearch` (rows numbered from 1 in
+    ``candidates``).
     A paper form beyond the run's end is ``beyond this run``; otherwise ``found`` when an
     overlapping candidate has ``p_value < alpha``, else ``not found``.
     """
