@@ -216,6 +216,36 @@ def _check_inputs(config: Any, seed: Any) -> None:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
 
 
+def _prepare(
+    model: nn.Module, loss_fn: LossFn, data: Batch, config: SGLDConfig, seed: int
+) -> tuple[_Posterior, float]:
+    """Checked inputs, the posterior around w* and L_n(w*) (which must be finite)."""
+    _check_inputs(config, seed)
+    _validate_data(data, config.batch_size)
+    post = _Posterior(model, loss_fn)
+    init_loss = _full_loss(post.module, post.state(post.w_star), data, config.init_loss_batch_size)
+    if not math.isfinite(init_loss):
+        raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
+    return post, init_loss
+
+
+def _check_grid(grid: Any) -> None:
+    from devbook.calibration import Grid  # noqa: PLC0415 (devbook.calibration imports this module)
+
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be a devbook.calibration.Grid, got {type(grid).__name__}")
+
+
+def _draw_steps(config: SGLDConfig) -> np.ndarray:
+    """The SGLD steps whose losses are the kept draws (after burn-in, every ``steps_per_draw``)."""
+    return config.num_burnin + config.steps_per_draw * np.arange(1, config.num_draws + 1) - 1
+
+
+def _default_threshold(dim: int, nbeta: float, noise: float) -> float:
+    """The divergence threshold on nβ·(L − L_n(w*)) when the config sets none."""
+    return 10.0 * max(dim, 10) + 10.0 * nbeta * noise
+
+
 def _flag_divergences(
     post: _Posterior, data: Batch, cfg: SGLDConfig, all_losses: np.ndarray, init_loss: float
 ) -> dict[int, str]:
@@ -223,7 +253,7 @@ def _flag_divergences(
     threshold = cfg.divergence_threshold
     if threshold is None:
         noise = _minibatch_noise(post.module, post.state(post.w_star), data, cfg.batch_size)
-        threshold = 10.0 * max(post.dim, 10) + 10.0 * cfg.nbeta * noise
+        threshold = _default_threshold(post.dim, cfg.nbeta, noise)
     reasons = divergent_chains(cfg.nbeta * (all_losses - init_loss), threshold)
     C = cfg.num_chains
     if len(reasons) == C:
@@ -318,12 +348,7 @@ def estimate_llc(
         (``LLCDivergenceWarning``); unmixed chains raise ``LLCConvergenceWarning``; if every chain
         diverges, ``LLCDivergenceError``.
     """
-    _check_inputs(config, seed)
-    _validate_data(data, config.batch_size)
-    post = _Posterior(model, loss_fn)
-    init_loss = _full_loss(post.module, post.state(post.w_star), data, config.init_loss_batch_size)
-    if not math.isfinite(init_loss):
-        raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
+    post, init_loss = _prepare(model, loss_fn, data, config, seed)
     start = time.perf_counter()
     losses = run_chains_vectorized(post, data, config, seed, progress=progress) if vectorize else None
     vectorized = losses is not None
@@ -332,10 +357,9 @@ def estimate_llc(
     seconds = time.perf_counter() - start
     all_losses = losses.double().cpu().numpy()
     reasons = _flag_divergences(post, data, config, all_losses, init_loss)
-    draw_steps = config.num_burnin + config.steps_per_draw * np.arange(1, config.num_draws + 1) - 1
     diverged = np.array([c in reasons for c in range(config.num_chains)])
     return _assemble(
-        all_losses[:, draw_steps],
+        all_losses[:, _draw_steps(config)],
         init_loss,
         diverged,
         config,
@@ -379,15 +403,8 @@ def estimate_llc_grid(
         recorded instead of warned about or raised: a cell whose chains all diverged has mean nan.
     """
     _check_inputs(config, seed)
-    from devbook.calibration import Grid  # noqa: PLC0415 (devbook.calibration imports this module)
-
-    if not isinstance(grid, Grid):
-        raise ValueError(f"grid must be a devbook.calibration.Grid, got {type(grid).__name__}")
-    _validate_data(data, config.batch_size)
-    post = _Posterior(model, loss_fn)
-    init_loss = _full_loss(post.module, post.state(post.w_star), data, config.init_loss_batch_size)
-    if not math.isfinite(init_loss):
-        raise ValueError(f"L_n(w*) is not finite ({init_loss}); the model or loss_fn is broken at w*")
+    _check_grid(grid)
+    post, init_loss = _prepare(model, loss_fn, data, config, seed)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -400,28 +417,49 @@ def estimate_llc_grid(
     seconds = time.perf_counter() - start
     all_losses = losses.double().cpu().numpy()
     noise = _minibatch_noise(post.module, post.state(post.w_star), data, config.batch_size)
-    draw_steps = config.num_burnin + config.steps_per_draw * np.arange(1, config.num_draws + 1) - 1
-    C, out = config.num_chains, []
-    for k in range(len(grid)):
-        cfg = grid.config(config, k)
-        threshold = cfg.divergence_threshold
-        if threshold is None:
-            threshold = 10.0 * max(post.dim, 10) + 10.0 * cfg.nbeta * noise
-        cell = all_losses[k * C : (k + 1) * C]
-        with np.errstate(over="ignore", invalid="ignore"):
-            reasons = divergent_chains(cfg.nbeta * (cell - init_loss), threshold)
-        diverged = np.array([c in reasons for c in range(C)])
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            res = _assemble(
-                cell[:, draw_steps],
-                init_loss,
-                diverged,
-                cfg,
-                seed=int(seed),
-                vectorized=vectorized,
-                num_params=post.dim,
-                seconds=seconds / len(grid),
-            )
-        out.append(res)
-    return out
+    C = config.num_chains
+    return [
+        _grid_cell(
+            all_losses[k * C : (k + 1) * C],
+            init_loss,
+            grid.config(config, k),
+            post.dim,
+            noise,
+            seed=int(seed),
+            vectorized=vectorized,
+            seconds=seconds / len(grid),
+        )
+        for k in range(len(grid))
+    ]
+
+
+def _grid_cell(
+    cell: np.ndarray,
+    init_loss: float,
+    cfg: SGLDConfig,
+    dim: int,
+    noise: float,
+    *,
+    seed: int,
+    vectorized: bool,
+    seconds: float,
+) -> LLCResult:
+    """One cell's result from its chains' losses ``(C, steps)``: divergences recorded, not raised."""
+    threshold = cfg.divergence_threshold
+    if threshold is None:
+        threshold = _default_threshold(dim, cfg.nbeta, noise)
+    with np.errstate(over="ignore", invalid="ignore"):
+        reasons = divergent_chains(cfg.nbeta * (cell - init_loss), threshold)
+    diverged = np.array([c in reasons for c in range(cfg.num_chains)])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return _assemble(
+            cell[:, _draw_steps(cfg)],
+            init_loss,
+            diverged,
+            cfg,
+            seed=seed,
+            vectorized=vectorized,
+            num_params=dim,
+            seconds=seconds,
+        )
