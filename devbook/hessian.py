@@ -44,6 +44,8 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from devbook.sgld import LossModule
+
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
@@ -69,18 +71,6 @@ class Eigenvalues(NamedTuple):
     top: np.ndarray
     most_negative: float
     hvps: int
-
-
-class _LossModule(nn.Module):
-    """``loss_fn(model, batch)`` as a module, so ``functional_call`` can swap its parameters."""
-
-    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.loss_fn(self.model, batch)
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -150,7 +140,7 @@ class HessianOperator:
         self.fixed.update(
             {"model." + k: p.detach() for k, p in model.named_parameters() if not p.requires_grad}
         )
-        self.module = _LossModule(model, loss_fn)
+        self.module = LossModule(model, loss_fn)
         self.loss = self._first_loss(loss_fn)
         self._grad = grad(self._loss_of)
         self.hvps = 0

@@ -29,7 +29,7 @@ CellValues = dict[str, list[float]]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
-class _LossModule(nn.Module):
+class LossModule(nn.Module):
     """Wraps ``loss_fn(model, batch)`` as a module, so ``functional_call`` can swap parameters."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
@@ -169,7 +169,7 @@ class _Posterior:
         self.fixed.update(
             {"model." + k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad}
         )
-        self.module = _LossModule(model, loss_fn)
+        self.module = LossModule(model, loss_fn)
         self._batched_loss = vmap(self.loss_of)
 
     def state(self, w: torch.Tensor) -> tuple[dict, dict]:
