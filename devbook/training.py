@@ -3,6 +3,9 @@
 - :class:`Trainer` (protocol) and :class:`StandardTrainer` (model + optimiser + scheduler +
   named generators (``torch.Generator``) + a step function), driven by :func:`train_run`, which resumes a
   killed run from its last checkpoint and ends bitwise-identical to an uninterrupted run.
+- :class:`Recorder` (protocol): an optional observer of :func:`train_run` that evaluates the
+  weights at steps of its choice (the language forms' proxy) without touching the training
+  state, and writes what it recorded just before each checkpoint is saved;
 - :func:`checkpoint_schedule`: log-spaced ∪ linear-spaced steps (paper App. E.1.2, E.2.3),
   used by every setting; :func:`parameter_count`: the number a model is sized by.
 """
@@ -67,6 +70,24 @@ class Trainer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class Recorder(Protocol):
+    """Records something of the weights during :func:`train_run`, resumably.
+
+    ``observe(model, step)`` sees the weights after ``step`` updates (0 = initialisation; every
+    step of the run, in order) and must leave the model, the generators and the global RNG as
+    it found them; ``flush(step)`` writes what was observed up to ``step`` and is called just
+    before the checkpoint at ``step`` is saved; ``resume(step)`` is called once before training
+    continues from the saved state at ``step`` and forgets whatever was written after it (at
+    ``step`` 0, step 0 too: a new or restarted run observes it again).
+    """
+
+    def observe(self, model: torch.nn.Module, step: int) -> None: ...
+
+    def flush(self, step: int) -> None: ...
+
+    def resume(self, step: int) -> None: ...
 
 
 @dataclass
@@ -156,20 +177,27 @@ def _run_steps(
     plan: dict[str, Any],
     keep_state: str,
     bar: Any,
+    recorder: Recorder | None = None,
 ) -> None:
     """Updates ``start + 1 … total_steps``: log every ``log_every``, save at the checkpoints."""
     total_steps, log_every = plan["total_steps"], plan["log_every"]
     todo = set(plan["checkpoint_steps"])
 
     def save(step: int) -> None:
+        if recorder is not None:
+            recorder.flush(step)
         state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "log_acc": acc}
         run.checkpoints.save(step, trainer.model.state_dict(), state, keep_state)
 
+    if start == 0 and recorder is not None:
+        recorder.observe(trainer.model, 0)
     if start == 0 and 0 in todo:
         save(0)
     for step in range(start, total_steps):
         scalars = trainer.train_step(step)
         done = step + 1
+        if recorder is not None:
+            recorder.observe(trainer.model, done)
         acc["n"] += 1
         for k, v in scalars.items():
             acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
@@ -193,6 +221,7 @@ def train_run(
     keep_state: str = "last",
     progress: bool = True,
     desc: str | None = None,
+    recorder: Recorder | None = None,
 ) -> Run:
     """Train ``run`` to ``total_steps`` updates, resuming from its last saved state; returns it.
 
@@ -202,7 +231,8 @@ def train_run(
     newest state; ``"all"`` keeps every one). Every ``log_every`` updates the mean of the
     trainer's scalars over those updates is appended to the metrics log. A run killed at any
     point resumes from its last checkpoint and ends bitwise-identical (weights and log) to an
-    uninterrupted one. A complete run returns at once.
+    uninterrupted one. A complete run returns at once. A ``recorder`` (:class:`Recorder`)
+    observes the weights after every update and is flushed before every save.
     """
     plan = _check_plan(total_steps, checkpoint_steps, log_every, keep_state)
     with run.lock():
@@ -219,6 +249,8 @@ def train_run(
         trainer = make_trainer()
         start, acc = _resume(run, trainer, m, plan)
         run.log.truncate(start)
+        if recorder is not None:
+            recorder.resume(start)
         bar = tqdm(
             total=total_steps,
             initial=start,
@@ -226,7 +258,7 @@ def train_run(
             desc=desc or f"train {run.path.name}",
             mininterval=1.0,
         )
-        _run_steps(run, trainer, start, acc, plan, keep_state, bar)
+        _run_steps(run, trainer, start, acc, plan, keep_state, bar, recorder)
         bar.close()
         run.mark_complete({"total_steps": total_steps, "checkpoints": len(plan["checkpoint_steps"])})
     return run
