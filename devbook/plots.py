@@ -4,7 +4,6 @@
   axis (type A and B in two colours, stage names on top);
 - :func:`log_time_axis` puts training steps on a log axis that keeps step 0 visible;
 - :func:`stage_names` names the stages ``{prefix}1``, ``{prefix}2``, …;
-- :func:`plot_llc_traces` draws per-chain online LLC traces (calibration figures);
 - :func:`stage_figure`: loss + λ̂ + GP slope with the stages shaded (both stage chapters).
 
 Used by the regression and language stage chapters.
@@ -88,28 +87,6 @@ def shade_stages(
             )
 
 
-def plot_llc_traces(
-    ax: Axes, traces: np.ndarray, *, title: str | None = None, colour: str | None = None
-) -> None:
-    """Per-chain online LLC traces ``(C, T)`` (thin lines) and their mean (thick) on ``ax``."""
-    traces = np.asarray(traces)
-    if traces.ndim != 2:
-        raise ValueError(f"traces must have shape (chains, draws), got {traces.shape}")
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.set_xlabel("SGLD draw")
-    ax.set_ylabel(r"online $\hat\lambda$")
-    if not np.isfinite(traces).any():
-        ax.text(0.5, 0.5, "all chains diverged", transform=ax.transAxes, ha="center", va="center", color="C3")
-        ax.set_yticks([])
-        return
-    draws = np.arange(1, traces.shape[1] + 1)
-    lines = ax.plot(draws, traces.T, lw=0.7, alpha=0.6, color=colour)
-    finite = np.isfinite(traces).all(axis=1)
-    if finite.any():
-        ax.plot(draws, traces[finite].mean(axis=0), lw=2, color=colour or lines[0].get_color())
-
-
 def mark_steps(ax: Axes, steps: Sequence[float], **kwargs: object) -> None:
     """Thin vertical lines at ``steps`` (e.g. the paper's milestones, rescaled)."""
     style = {"color": "k", "ls": ":", "lw": 0.8} | dict(kwargs)
@@ -181,37 +158,5 @@ def stage_figure(
     for i, ax in enumerate(axes):
         log_time_axis(ax, label="training step" if i == n - 1 else None, last=steps[-1])
         shade_stages(ax, stages.table, prefix=prefix, label=i == 0)
-    fig.tight_layout()
-    return fig
-
-
-def calibration_figure(
-    cells: dict[tuple, dict], chosen: tuple[float, float], *, gamma: float, batch_size: int
-) -> Figure:
-    """Per-chain online traces of a calibration grid: one row per checkpoint, one column per
-    (ε, nβ) cell (``cells`` from :func:`devbook.calibration.calibration_grid`, nβ resolved in
-    the titles via ``batch_size``); the ``chosen`` (ε, nβ) cell is drawn in blue."""
-    import matplotlib.pyplot as plt
-
-    from devbook.llc import default_nbeta
-
-    steps = sorted({k[0] for k in cells})
-    pairs = list(dict.fromkeys(k[1:] for k in cells))
-    fig, axes = plt.subplots(
-        len(steps), len(pairs), figsize=(2.9 * len(pairs), 5.4), squeeze=False, sharex=True
-    )
-    for i, s in enumerate(steps):
-        for j, (e, nb) in enumerate(pairs):
-            c, nbeta = cells[(s, e, nb)], default_nbeta(batch_size) if nb is None else nb
-            plot_llc_traces(axes[i, j], c["trace"], colour="C0" if (e, nb) == chosen else "0.45")
-            n_div = int(c["diverged"])
-            flag = f"\n{n_div} of {c['trace'].shape[0]} diverged" if n_div else ""
-            axes[i, j].set_title(f"step {s}: ε={e:g}, nβ={nbeta:g}{flag}", fontsize=8)
-            if i == 0:
-                axes[i, j].set_xlabel("")
-    fig.suptitle(
-        f"online LLC traces per chain (γ={gamma:g}, batch {batch_size}); blue: this preset's setting",
-        fontsize=10,
-    )
     fig.tight_layout()
     return fig

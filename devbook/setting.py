@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,7 +31,10 @@ from devbook import presets
 from devbook.llc import SGLDConfig, default_nbeta
 from devbook.store import Run, open_run
 from devbook.sweep import LLCSweep, select_steps, sweep_llc
-from devbook.training import Recorder, Trainer, train_run
+from devbook.training import Trainer, train_run
+
+if TYPE_CHECKING:
+    from devbook.calibrated import Calibrated
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -135,6 +138,8 @@ class Setting(ABC):
     sgld_presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Evaluation sizes per preset.
     eval_presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Calibration grids per preset (:func:`devbook.calibrated.calibration_config`).
+    calibration_presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     # -- presets
     def config(self, preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
@@ -158,6 +163,29 @@ class Setting(ABC):
             if isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
         return cfg
+
+    def calibration_config(self, preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
+        """The calibration grid of ``preset`` (ε, nβ, γ values, chains per cell, probed checkpoints)."""
+        from devbook.calibrated import calibration_config
+
+        if not self.calibration_presets:
+            raise ValueError(f"the {self.name} setting has no calibration presets")
+        return calibration_config(self.calibration_presets, preset, **overrides)
+
+    def calibrated_sgld(self, run: Run, preset: str = "cpu", **overrides: Any) -> Calibrated:
+        """The SGLD sampler of ``preset`` with ε, nβ, γ recommended on ``run`` (paper App. E.3.3).
+
+        The grid of :meth:`calibration_config` runs on the preset's SGLD settings (cached in the
+        run store); ``overrides`` (e.g. ``every``) apply to the result afterwards, so they do not
+        change what is calibrated. See :func:`devbook.calibrated.calibrated_sgld`.
+        """
+        from devbook.calibrated import calibrated_sgld
+
+        found = calibrated_sgld(self, run, self.sgld(preset), self.calibration_config(preset))
+        if not overrides:
+            return found
+        values = {**found.sgld.to_dict(), **overrides}
+        return replace(found, sgld=SGLDPreset.from_dict(values))
 
     @abstractmethod
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -192,10 +220,6 @@ class Setting(ABC):
         """Label of the training progress bar."""
         return f"{self.name} seed {config.get('seed')}"
 
-    def recorder(self, run: Run) -> Recorder | None:
-        """What :meth:`train` records during training besides checkpoints (default: nothing)."""
-        return None
-
     def train(
         self,
         config: dict[str, Any],
@@ -218,7 +242,6 @@ class Setting(ABC):
             log_every=config["log_every"],
             progress=progress,
             desc=self.train_description(config),
-            recorder=self.recorder(run),
         )
 
     def load_model(self, run: Run, step: int, device: str | torch.device = "cpu") -> nn.Module:

@@ -1,5 +1,5 @@
 """The calibration chapter's helpers: the regression calibration presets, the E.3.1 temperature
-grid, the E.3.2 roughness, the recommendation's text and preset table, the figures and the
+grid, the E.3.2 roughness, the recommendation's text, the figures and the
 scorecard's calibration verdicts."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_roughness():
     assert roughness(np.array([1.0, np.nan, 2.0, 3.0])) == pytest.approx(0.0)
 
 
-def test_recommendation_text_and_preset_table():
+def test_recommendation_text():
     from devbook.regression import SETTING
     from devbook.regression import calibration as rcal
 
@@ -80,12 +80,9 @@ def test_recommendation_text_and_preset_table():
     ok = _table({(eps, nb, g): ["ok", "ok"], (eps * 3, nb, g): ["diverged", "ok"]})
     rec, text = rcal.recommendation_text(ok, sgld)
     assert rec is not None and "**ε**" in text and "diverged" in text
-    table = rcal.preset_vs_recommendation("regression", sgld, rec)
-    assert table["equal"].all() and list(table["value"]) == ["ε", "nβ", "γ"]
     bad = _table({(eps, nb, g): ["not_converged", "ok"]})
     rec, text = rcal.recommendation_text(bad, sgld)
     assert rec is None and "No recommendation" in text and "not_converged at step 10" in text
-    assert not rcal.preset_vs_recommendation("regression", sgld, None)["equal"].any()
 
 
 def test_calibration_figures_draw():

@@ -99,11 +99,9 @@ _SGLD_PAPER: dict[str, Any] = {
 #: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
 SGLD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_SGLD_PAPER),
-    # cpu: ε, γ calibrated on checkpoints 2,035 and 4,211 of this run (2 chains × 80 draws,
-    # γ = 300, m = 32 windows of 32 tokens): ε = 3e-4 still rising (online λ̂ 1.34 → 2.35 from
-    # draw 20 to 80; split-R̂ 1.08, 1.10), ε = 1e-3 nearly flat over the second half
-    # (2.64 → 2.79, 2.69 → 2.82; R̂ 1.01, 1.00), ε = 3e-3 flat but higher (3.51, 3.60); none
-    # diverged. The same ε, γ were chosen for the earlier 128-token cpu run.
+    # cpu: the chains, draws and batch the chapters run; their ε, nβ, γ come from the grid of
+    # CALIBRATION_PRESETS on the chapter's own run (Setting.calibrated_sgld). The values here
+    # are the fallback when no cell is healthy (an earlier hand calibration of this preset).
     "cpu": {
         **_SGLD_PAPER,
         "num_chains": 2,
@@ -115,6 +113,27 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
         "every": 3,
     },
     "smoke": {**_SGLD_PAPER, "num_chains": 2, "num_draws": 5, "batch_size": 4, "num_samples": 16},
+}
+#: Calibration grids per preset (paper App. E.3.3; :func:`devbook.calibrated.calibration_config`):
+#: ε × nβ × γ values (nβ None = m / log m, the paper's own choice for this model, E.1.3),
+#: chains per cell and where the grid is probed (fractions of the LLC checkpoints). ``cpu``
+#: has 8 cells of 2 chains at an early and the final checkpoint (~6 min on one core).
+CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "epsilon": [1e-4, 3e-4, 1e-3],
+        "nbeta": [None, 60.0],
+        "gamma": [100.0, 300.0, 1000.0],
+        "chains": 4,
+        "probes": [0.1, 0.5, 1.0],
+    },
+    "cpu": {
+        "epsilon": [1e-3, 3e-3],
+        "nbeta": [None, 30.0],
+        "gamma": [100.0, 300.0],
+        "chains": 2,
+        "probes": [0.3, 1.0],
+    },
+    "smoke": {"epsilon": [1e-3, 3e-3], "nbeta": [None], "gamma": [300.0], "chains": 2, "probes": [1.0]},
 }
 # Sizes of the behavioural metrics: validation windows and synthetic head-probe sequences.
 #: Evaluation sizes per preset.

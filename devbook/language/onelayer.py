@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from devbook.calibrated import Calibrated
 from devbook.language import metrics as lm
 from devbook.language.data import LanguageData, language_data
 from devbook.language.setting import SETTING
@@ -37,12 +38,14 @@ from devbook.sweep import LLCSweep
 class StagedRun:
     """One language run through the stage pipeline.
 
-    ``res`` is :func:`devbook.language.metrics.evaluate_run`'s output at the sweep's steps,
+    ``calib`` is the sampler calibrated on the run, ``res`` is
+    :func:`devbook.language.metrics.evaluate_run`'s output at the sweep's steps,
     ``found`` the stages of the LLC curve, ``log`` the run's training log.
     """
 
     config: dict[str, Any]
     run: Run
+    calib: Calibrated
     sweep: LLCSweep
     res: dict[str, np.ndarray]
     found: Stages
@@ -59,7 +62,8 @@ def staged_run(
     config : dict
         A full language run config (``SETTING.config(preset, ...)``).
     preset : str
-        The preset whose SGLD settings and evaluation sizes are used.
+        The preset whose calibration grid, SGLD chains and evaluation sizes are used (ε, nβ,
+        γ are recommended on the run itself: :meth:`devbook.setting.Setting.calibrated_sgld`).
     data : LanguageData, optional
         The run's corpus and tokenizers (built from ``config`` when omitted).
     progress : bool
@@ -73,7 +77,8 @@ def staged_run(
     """
     data = data if data is not None else language_data(config)
     run = SETTING.train(config, progress=progress)
-    sweep = SETTING.llc_sweep(run, SETTING.sgld(preset), progress=progress)
+    calib = SETTING.calibrated_sgld(run, preset)  # ε, nβ, γ recommended on this run
+    sweep = SETTING.llc_sweep(run, calib.sgld, progress=progress)
     ev = SETTING.eval_config(preset)
     md_key = {"n_eval": ev["n_eval_sequences"], "n_synthetic": ev["n_synthetic"], "seed": 0}
     md = lm.metric_data(
@@ -82,7 +87,7 @@ def staged_run(
     steps = list(sweep.steps)
     res = lm.evaluate_run(run, lambda s: SETTING.load_model(run, s), md, steps, md_key, progress=progress)
     found = find_stages(sweep.steps, sweep.llc, res["loss"])
-    return StagedRun(config, run, sweep, res, found, run.metrics())
+    return StagedRun(config, run, calib, sweep, res, found, run.metrics())
 
 
 def boundaries(stages: pd.DataFrame) -> list[int]:

@@ -31,6 +31,7 @@ class LanguageSetting(Setting):
     name = cfg.NAME
     run_presets = cfg.RUN_PRESETS
     sgld_presets = cfg.SGLD_PRESETS
+    calibration_presets = cfg.CALIBRATION_PRESETS
     eval_presets = cfg.EVAL_PRESETS
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""Calibration presets of the regression setting (paper App. E.3): the ε × nβ × γ grid around the
-SGLD preset, the checkpoints it is probed at, and the sizes of the calibration chapter.
+"""Calibration presets of the regression setting (paper App. E.3): the ε × nβ × γ grid, the
+checkpoints it is probed at, and the sizes of the calibration chapter's other experiments.
 
 The grid holds the SGLD preset's own (ε, nβ, γ) (nβ ``None`` = m / log m of the SGLD batch) and
-values a factor ~3 on either side, so :func:`devbook.calibration.recommend` can confirm the
-preset or move away from it. Used by book/theory/calibration.md through :func:`grid` and
-:func:`probe_steps`.
+values around it up to the authors' nβ = 60 and γ = 6 and beyond, so
+:func:`devbook.calibration.recommend` can confirm the preset or move away from it. The stage,
+forms and Hessian chapters sample with the recommendation
+(:meth:`devbook.setting.Setting.calibrated_sgld`); book/theory/calibration.md shows the grid.
+The generic pieces (:func:`grid`, :func:`probe_steps`, :func:`cell_preset`,
+:func:`recommendation_text`) live in :mod:`devbook.calibrated`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from devbook import presets
+from devbook.calibrated import calibration_config as _grid_config
+from devbook.calibrated import cell_preset, grid, probe_steps, recommendation_text
 from devbook.calibration import Grid, Recommendation, calibrate_run
 from devbook.setting import Setting, SGLDPreset
 from devbook.store import Run
 from devbook.sweep import LLCSweep, sweep_llc
+
+__all__ = [
+    "CALIBRATION_PRESETS",
+    "calibration_config",
+    "cell_preset",
+    "grid",
+    "probe_steps",
+    "recommendation_text",
+    "roughness",
+    "seed_comparison",
+    "temperature_grid",
+    "temperature_sweep",
+]
 
 #: Per preset: ``epsilon``, ``nbeta`` (None = m / log m), ``gamma``: the grid's values;
 #: ``chains``: chains per cell (the SGLD preset's draws, burn-in and batch are kept);
@@ -31,7 +48,7 @@ from devbook.sweep import LLCSweep, sweep_llc
 #: fresh-seed comparison of E.3.2 uses, with ``seed_chains`` chains; ``fresh_seed``: the first
 #: fresh seed.
 #: ``cpu`` is sized to the chapter's 10-minute budget on one core (about 11 s per chain of
-#: 200 steps on this model), so its cells have 2 chains.
+#: 200 steps on this model): 18 cells of 2 chains at 2 checkpoints.
 CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "epsilon": [1e-3, 3e-3],
@@ -45,9 +62,9 @@ CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
         "fresh_seed": 1000,
     },
     "cpu": {
-        "epsilon": [3e-4, 1e-3, 3e-3],
-        "nbeta": [None, 66.7],
-        "gamma": [30.0, 100.0],
+        "epsilon": [1e-3, 3e-3],
+        "nbeta": [None, 66.7, 200.0],
+        "gamma": [10.0, 30.0, 100.0],
         "chains": 2,
         "probes": [0.3, 1.0],
         "temperatures": [0.25, 1.0, 4.0, 16.0],
@@ -71,40 +88,15 @@ CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
 
 def calibration_config(preset: str, **overrides: Any) -> dict[str, Any]:
     """The calibration sizes of ``preset`` with ``overrides`` (checked: names, types, ranges)."""
-    cfg = presets.resolve(CALIBRATION_PRESETS, preset, overrides)
-    for key in ("epsilon", "gamma", "probes"):
-        if not cfg[key]:
-            raise ValueError(f"calibration {key} must not be empty")
-    if not all(0 <= p <= 1 for p in cfg["probes"]):
-        raise ValueError(f"probes must be fractions in [0, 1], got {cfg['probes']}")
-    if cfg["seed_steps"] < 3 or cfg["fresh_seed"] < 1 or cfg["chains"] < 1 or cfg["seed_chains"] < 1:
+    cfg = _grid_config(CALIBRATION_PRESETS, preset, **overrides)
+    if cfg["seed_steps"] < 3 or cfg["fresh_seed"] < 1 or cfg["seed_chains"] < 1:
         raise ValueError(
-            "need seed_steps >= 3, fresh_seed >= 1, chains >= 1 and seed_chains >= 1; got "
-            f"{cfg['seed_steps']}, {cfg['fresh_seed']}, {cfg['chains']}, {cfg['seed_chains']}"
+            "need seed_steps >= 3, fresh_seed >= 1 and seed_chains >= 1; got "
+            f"{cfg['seed_steps']}, {cfg['fresh_seed']}, {cfg['seed_chains']}"
         )
     if not cfg["temperatures"] or min(cfg["temperatures"]) <= 0:
         raise ValueError(f"temperatures must be positive multiples of m / log m, got {cfg['temperatures']}")
     return cfg
-
-
-def grid(cfg: dict[str, Any], sgld: SGLDPreset) -> Grid:
-    """The grid of a calibration config for the SGLD batch of ``sgld`` (nβ None = m / log m)."""
-    nbetas = [SGLDPreset.from_dict({**sgld.to_dict(), "nbeta": b}).resolved_nbeta for b in cfg["nbeta"]]
-    return Grid.product(cfg["epsilon"], nbetas, cfg["gamma"])
-
-
-def probe_steps(steps: list[int], probes: list[float]) -> list[int]:
-    """The checkpoints at fractions ``probes`` of the sorted ``steps`` (nearest index, distinct;
-    step 0, the initialisation, is skipped: no sampler is calibrated at a random init)."""
-    ordered = [s for s in sorted(steps) if s > 0]
-    if not ordered:
-        raise ValueError("no checkpoint after initialisation to calibrate at")
-    return sorted({ordered[round(p * (len(ordered) - 1))] for p in probes})
-
-
-def cell_preset(sgld: SGLDPreset, cfg: dict[str, Any]) -> SGLDPreset:
-    """The SGLD preset the grid's cells run with: ``sgld`` with ``cfg["chains"]`` chains."""
-    return replace(sgld, num_chains=cfg["chains"])
 
 
 def temperature_grid(rec: Recommendation, sgld: SGLDPreset, multiples: list[float]) -> Grid:
@@ -165,34 +157,4 @@ def seed_comparison(
             progress=False,
         )
         rows.append({"step": step, "same_seed": same, "fresh_seed": float(fresh.llc[0]), "seed": seed})
-    return pd.DataFrame(rows)
-
-
-def recommendation_text(table: pd.DataFrame, sgld: SGLDPreset) -> tuple[Recommendation | None, str]:
-    """:func:`devbook.calibration.recommend` on ``table`` for the preset ``sgld``, and its
-    reasons as markdown; ``(None, the error naming every failed cell)`` when no cell is healthy."""
-    from devbook.calibration import CalibrationError, recommend
-
-    try:
-        rec = recommend(table, sgld.sgld_config())
-    except CalibrationError as err:
-        first, *cells = str(err).split("\n")
-        return None, f"**No recommendation:** {first}\n\n" + "\n".join(f"- {c.strip()}" for c in cells)
-    return rec, "\n".join(
-        f"- **{name}** — {rec.reasons[key]}"
-        for key, name in (("epsilon", "ε"), ("nbeta", "nβ"), ("gamma", "γ"))
-    )
-
-
-def preset_vs_recommendation(setting: str, sgld: SGLDPreset, rec: Recommendation | None) -> pd.DataFrame:
-    """One row per sampler value (ε, nβ, γ): the preset's, the recommendation's (nan if none)
-    and whether they are equal (to 1e-9 relative)."""
-    preset = {"epsilon": sgld.epsilon, "nbeta": sgld.resolved_nbeta, "gamma": sgld.gamma}
-    rows = []
-    for key, name in (("epsilon", "ε"), ("nbeta", "nβ"), ("gamma", "γ")):
-        ours = rec.values[key] if rec is not None else float("nan")
-        same = bool(np.isclose(preset[key], ours, rtol=1e-9, atol=0.0))
-        rows.append(
-            {"setting": setting, "value": name, "preset": preset[key], "recommend": ours, "equal": same}
-        )
     return pd.DataFrame(rows)

@@ -172,7 +172,8 @@ def differences(
         notes.append(
             f"- **SGLD.** Batch {sgld['batch_size']} instead of 1,024, {sgld['num_chains']} "
             f"chains × {sgld['num_burnin'] + sgld['num_draws']} steps instead of 10 × 5,000, "
-            f"ε = {sgld['epsilon']:g}, γ = {sgld['gamma']:g} (calibrated above), and one "
+            f"ε = {sgld['epsilon']:g}, nβ = {sgld['nbeta']:.3g}, γ = {sgld['gamma']:g} (calibrated "
+            "on this run above), and one "
             f"checkpoint in {sgld['every']}: the estimates are noisier and their scale is not "
             "comparable with the paper's (the LLC estimate depends on ε, γ and nβ); the GP "
             "smoothing absorbs some of the noise, but milestones can move by a checkpoint or two."

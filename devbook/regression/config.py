@@ -14,9 +14,11 @@ SGLD presets (:data:`SGLD_PRESETS`, rows of :class:`devbook.setting.SGLDPreset`)
 
 - ``paper``: the authors' hyperparameters for K = 8: ε = 3e-4, γ = 6.67, nβ = 66.7, 10 chains ×
   5,000 steps of which 1,000 burn-in, SGLD batch 1,024 from n = 32,768 samples, every checkpoint.
-- ``cpu``: SGLD batch 64 with nβ = m / log m, 4 chains × 200 steps on every other LLC
-  checkpoint; ε = 1e-3 and γ = 100 chosen so the online traces flatten and no chain diverges
-  (see :data:`CPU_SGLD_NOTE` and the calibration figure of the stages chapter).
+- ``cpu``: SGLD batch 64, 4 chains × 200 steps on every other LLC checkpoint (see
+  :data:`CPU_SGLD_NOTE`).
+
+At every preset ε, nβ, γ are starting values: the chapters sample with the recommendation of
+the calibration grid on their run (:meth:`devbook.setting.Setting.calibrated_sgld`).
 - ``smoke``: a handful of draws, to exercise the code path.
 
 Used by the regression stages chapter through :data:`devbook.regression.setting.SETTING`.
@@ -138,10 +140,10 @@ _SGLD_PAPER: dict[str, Any] = {
 #: SGLD settings per preset (rows of :class:`devbook.setting.SGLDPreset`).
 SGLD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(_SGLD_PAPER),
-    # calibrated on the cpu run with m = 64, so nβ = m / log m (paper App. E.3.1): at steps 869,
-    # 1633 and 2449 all chains stay finite and the online trace moves by 3-4 % over the second
-    # half of 200 steps; ε = 3e-4 with nβ = 66.7 still rose by ~10 %, and ε = 1e-3 with
-    # nβ = 66.7 diverged at step 1633 (see the calibration figure of the chapter)
+    # cpu: batch m = 64, 4 chains × 200 steps at every other LLC checkpoint; ε, nβ, γ here are
+    # the starting values (an earlier hand calibration: nβ = m / log m, ε = 1e-3, γ = 100) that
+    # the chapters replace by the recommendation of the calibration grid on their run
+    # (devbook.regression.calibration.CALIBRATION_PRESETS, Setting.calibrated_sgld)
     "cpu": {
         **_SGLD_PAPER,
         "epsilon": 1e-3,
@@ -170,17 +172,14 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
 
 #: What the ``cpu`` SGLD preset changes and why.
 CPU_SGLD_NOTE = (
-    "cpu SGLD: batch 64 instead of 1,024 (so nβ = 64 / log 64), 4 chains × "
-    "200 steps (50 burn-in) instead of 10 × 5,000, on every other LLC checkpoint, "
-    "so the sweep fits the chapter's budget; ε = 1e-3 and γ = 100 calibrated so "
-    "the online traces flatten without divergence."
+    "cpu SGLD: batch 64 instead of 1,024, 4 chains × 200 steps (50 burn-in) instead of "
+    "10 × 5,000, on every other LLC checkpoint, so the sweep fits the chapter's budget; ε, nβ "
+    "and γ are recommended by the calibration grid on the run itself."
 )
 
-# Evaluation sizes: the probe batch of the metrics and the (ε, nβ) pairs of the calibration
-# figure (nβ None = m / log m).
-#: Evaluation sizes per preset.
+#: Evaluation sizes per preset: the probe batch of the metrics.
 EVAL_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"probe_n": 256, "calibration": [[1e-3, 66.7], [1e-3, None]]},
-    "cpu": {"probe_n": 1024, "calibration": [[3e-4, 66.7], [1e-3, 66.7], [1e-3, None], [3e-3, None]]},
-    "paper": {"probe_n": 1024, "calibration": [[1e-4, 66.7], [3e-4, 66.7], [1e-3, 66.7]]},
+    "smoke": {"probe_n": 256},
+    "cpu": {"probe_n": 1024},
+    "paper": {"probe_n": 1024},
 }

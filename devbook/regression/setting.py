@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from devbook.regression import config as cfg
+from devbook.regression.calibration import CALIBRATION_PRESETS
 from devbook.regression.data import sgld_dataset
 from devbook.regression.model import RegressionTransformer, loss_fn
 from devbook.regression.train import make_trainer
@@ -35,6 +36,7 @@ class RegressionSetting(Setting):
     name = cfg.NAME
     run_presets = cfg.RUN_PRESETS
     sgld_presets = cfg.SGLD_PRESETS
+    calibration_presets = CALIBRATION_PRESETS
     eval_presets = cfg.EVAL_PRESETS
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
