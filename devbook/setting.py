@@ -31,7 +31,7 @@ from devbook import presets
 from devbook.llc import SGLDConfig, default_nbeta
 from devbook.store import Run, open_run
 from devbook.sweep import LLCSweep, select_steps, sweep_llc
-from devbook.training import Trainer, train_run
+from devbook.training import Recorder, Trainer, train_run
 
 if TYPE_CHECKING:
     from devbook.calibrated import Calibrated
@@ -220,6 +220,10 @@ class Setting(ABC):
         """Label of the training progress bar."""
         return f"{self.name} seed {config.get('seed')}"
 
+    def recorder(self, run: Run) -> Recorder | None:
+        """What :meth:`train` records during training besides checkpoints (default: nothing)."""
+        return None
+
     def train(
         self,
         config: dict[str, Any],
@@ -242,6 +246,7 @@ class Setting(ABC):
             log_every=config["log_every"],
             progress=progress,
             desc=self.train_description(config),
+            recorder=self.recorder(run),
         )
 
     def load_model(self, run: Run, step: int, device: str | torch.device = "cpu") -> nn.Module:
