@@ -106,6 +106,7 @@ def stage_figure(
     log_loss: bool = True,
     slope: bool = True,
     train_log: pd.DataFrame | None = None,
+    left_out: float | None = None,
 ) -> Figure:
     """Loss, λ̂ with its GP fit, and (optionally) the GP's slope, over log-time, stages shaded.
 
@@ -125,6 +126,9 @@ def stage_figure(
         Add the panel of ``dλ̂ / d log t`` with the tolerance band.
     train_log : pandas.DataFrame, optional
         A training log (``step``, ``loss``) drawn behind the loss.
+    left_out : float, optional
+        The first step the stage finder used (:func:`devbook.minimum.settling`): the checkpoints
+        before it are hatched grey, away from a local minimum (paper App. A.6).
 
     Returns
     -------
@@ -158,5 +162,17 @@ def stage_figure(
     for i, ax in enumerate(axes):
         log_time_axis(ax, label="training step" if i == n - 1 else None, last=steps[-1])
         shade_stages(ax, stages.table, prefix=prefix, label=i == 0)
+        if left_out is not None and left_out > steps[0]:
+            ax.axvspan(steps[0], left_out, color="0.85", hatch="//", lw=0, zorder=0)
+    if left_out is not None and left_out > steps[0]:
+        axes[0].text(
+            steps[0],
+            1.0,
+            "away from a minimum",
+            transform=axes[0].get_xaxis_transform(),
+            fontsize=7,
+            va="bottom",
+            color="0.4",
+        )
     fig.tight_layout()
     return fig

@@ -29,6 +29,7 @@ from devbook.calibrated import Calibrated
 from devbook.language import metrics as lm
 from devbook.language.data import LanguageData, language_data
 from devbook.language.setting import SETTING
+from devbook.minimum import Settling, settling
 from devbook.stages import Stages, find_stages, stage_changes
 from devbook.store import Run
 from devbook.sweep import LLCSweep
@@ -38,7 +39,8 @@ from devbook.sweep import LLCSweep
 class StagedRun:
     """One language run through the stage pipeline.
 
-    ``calib`` is the sampler calibrated on the run, ``res`` is
+    ``calib`` is the sampler calibrated on the run, ``settle`` the leading checkpoints left out
+    of stage discovery (:func:`devbook.minimum.settling`), ``res`` is
     :func:`devbook.language.metrics.evaluate_run`'s output at the sweep's steps,
     ``found`` the stages of the LLC curve, ``log`` the run's training log.
     """
@@ -48,6 +50,7 @@ class StagedRun:
     calib: Calibrated
     sweep: LLCSweep
     res: dict[str, np.ndarray]
+    settle: Settling
     found: Stages
     log: pd.DataFrame
 
@@ -86,8 +89,10 @@ def staged_run(
     )
     steps = list(sweep.steps)
     res = lm.evaluate_run(run, lambda s: SETTING.load_model(run, s), md, steps, md_key, progress=progress)
-    found = find_stages(sweep.steps, sweep.llc, res["loss"])
-    return StagedRun(config, run, calib, sweep, res, found, run.metrics())
+    settle = settling(SETTING, run, sweep, calib.sgld)  # leading checkpoints away from a minimum
+    keep = settle.mask
+    found = find_stages(sweep.steps[keep], sweep.llc[keep], np.asarray(res["loss"])[keep])
+    return StagedRun(config, run, calib, sweep, res, settle, found, run.metrics())
 
 
 def boundaries(stages: pd.DataFrame) -> list[int]:
