@@ -293,6 +293,35 @@ CLAIMS = CLAIMS + (
 )
 
 
+# -- the language model's forms (book/language/forms, paper App. C.1.2-C.1.3)
+
+
+def judge_language_forms(v: Values, preset: str) -> tuple[str, str]:
+    """Reproduced when every paper form whose stage (LM3, LM5) this run reaches is met by a
+    significant form (p < 0.05) in this run's stage of the same rank; not reachable when the
+    run has fewer stages than the first form's."""
+    reachable, found = int(v["lmf-n-reachable"]), int(v["lmf-n-paper-found"])
+    text = (
+        f"{found} of the {reachable} paper forms whose stage this run reaches found "
+        f"({v['lmf-n-significant']} significant forms)"
+    )
+    if reachable == 0:
+        return text, "not reachable at this scale"
+    return text, "reproduced" if found == reachable else "differs"
+
+
+CLAIMS = CLAIMS + (
+    Claim(
+        "The language model's trajectory has forms in the stages of the paper's two forms",
+        "paper App. C.1.2, Table 3",
+        "forms at 7k (in LM3, new words) and 17.7k (in LM5, induction patterns)",
+        "book/language/forms",
+        ("lmf-n-reachable", "lmf-n-paper-found", "lmf-n-significant"),
+        judge_language_forms,
+    ),
+)
+
+
 def scorecard(preset: str, claims: tuple[Claim, ...] = CLAIMS, root: Path | None = None) -> pd.DataFrame:
     """One row per claim: claim, source, paper, this build, verdict, chapter.
 

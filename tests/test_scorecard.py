@@ -71,6 +71,22 @@ def test_curvature_verdict() -> None:
     )
 
 
+def test_language_forms_verdict() -> None:
+    judge = scorecard.judge_language_forms
+    assert judge({"lmf-n-reachable": 2, "lmf-n-paper-found": 2, "lmf-n-significant": 2}, "paper") == (
+        "2 of the 2 paper forms whose stage this run reaches found (2 significant forms)",
+        "reproduced",
+    )
+    assert (
+        judge({"lmf-n-reachable": 1, "lmf-n-paper-found": 0, "lmf-n-significant": 3}, "cpu")[1] == "differs"
+    )
+    assert (
+        judge({"lmf-n-reachable": 0, "lmf-n-paper-found": 0, "lmf-n-significant": 1}, "cpu")[1]
+        == "not reachable at this scale"
+    )
+    assert "book/language/forms" in scorecard.keys_by_chapter()
+
+
 def test_one_layer_boundary_verdict() -> None:
     judge = scorecard.judge_one_layer_boundary
     paper = {"ol-first-1l": 400, "ol-first-2l": 900, "ol-match-rank": 2}

@@ -18,8 +18,10 @@ from torch import nn
 from devbook.language import config as cfg
 from devbook.language.data import language_data
 from devbook.language.model import loss_fn, make_model
+from devbook.language.proxy import ProxyRecorder, proxy_spec
 from devbook.language.train import make_trainer
 from devbook.setting import Batch, Setting, SGLDPreset
+from devbook.store import Run
 from devbook.training import StandardTrainer, checkpoint_schedule
 
 SGLD_DATA_SEED = 1  # offsets of the fixed SGLD windows (independent of the SGLD seed)
@@ -54,6 +56,10 @@ class LanguageSetting(Setting):
     def sgld_data(self, config: dict[str, Any], sgld: SGLDPreset) -> Batch:
         data = language_data(config)
         return (data.fixed("sgld", sgld.num_samples, config["n_ctx"], seed=SGLD_DATA_SEED),)
+
+    def recorder(self, run: Run) -> ProxyRecorder:
+        """The forms chapter's proxy, recorded while the run trains (:mod:`devbook.language.proxy`)."""
+        return ProxyRecorder(run, proxy_spec(run.config))
 
     def train_description(self, config: dict[str, Any]) -> str:
         return f"language {config['n_layers']}L seed {config['seed']}"

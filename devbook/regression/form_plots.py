@@ -89,14 +89,18 @@ def _mark_forms(ax: plt.Axes, search: FormSearch, plane: tuple[int, int], highli
 
 
 def planes_figure(
-    search: FormSearch, stages: pd.DataFrame, highlight: Sequence[int] = (), n_circles: int = 8
+    search: FormSearch,
+    stages: pd.DataFrame,
+    highlight: Sequence[int] = (),
+    n_circles: int = 8,
+    prefix: str = "LR",
 ) -> Figure:
     """The trajectory in every plane of ``search.planes``, coloured by the LLC stage of each
     checkpoint (the type's colour, alternating in strength), with its evolute (dashed) and
     ``n_circles`` evenly spaced osculating circles (grey), every
     detected vertex (red dot) and cusp (square), every candidate form (grey star) and the forms
     ``highlight`` (indices into ``search.forms``: gold stars numbered ``index + 1``, with the
-    osculating circles of their members)."""
+    osculating circles of their members). Stages are named ``prefix`` 1, 2, …"""
     planes = search.planes
     fig, axes = plt.subplots(1, len(planes), figsize=(4.2 * len(planes), 4.0), squeeze=False)
     steps = search.steps
@@ -123,7 +127,7 @@ def planes_figure(
         )
         _mark_forms(ax, search, (i, j), highlight)
         _frame(ax, p, np.array([f.point_pc[[i, j]] for f in search.forms]).reshape(-1, 2))
-    names = stage_names(stages)
+    names = stage_names(stages, prefix)
     handles = [
         plt.Line2D([], [], color=STAGE_COLOURS[t], lw=3, alpha=a, label=f"{nm} ({t})")
         for nm, t, a in zip(names, stages["type"], _shade(stages))
@@ -133,7 +137,7 @@ def planes_figure(
     return fig
 
 
-def scores_figure(search: FormSearch, stages: pd.DataFrame) -> Figure:
+def scores_figure(search: FormSearch, stages: pd.DataFrame, prefix: str = "LR") -> Figure:
     """Each PC score over training (raw grey, smoothed black), stages shaded, forms dotted."""
     k = search.pca.n_components
     fig, axes = plt.subplots(k, 1, figsize=(8, 1.9 * k), sharex=True, squeeze=False)
@@ -142,7 +146,7 @@ def scores_figure(search: FormSearch, stages: pd.DataFrame) -> Figure:
         ax.plot(search.steps, search.pca.scores[:, c], color="0.7", lw=0.8)
         ax.plot(search.steps, search.smoothed.position[:, c], color="black", lw=1.2)
         log_time_axis(ax, first_positive=max(float(search.steps[1]), 1.0), label=None, last=last)
-        shade_stages(ax, stages, label=c == 0)
+        shade_stages(ax, stages, prefix=prefix, label=c == 0)
         for form in search.forms:
             ax.axvline(form.step, color=VERTEX, ls=":", lw=1.2)
         ax.set_ylabel(f"PC{c + 1}")
