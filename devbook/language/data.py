@@ -104,6 +104,62 @@ def _cached(data: str, split_seed: int, d_vocab: int) -> LanguageData:
     return LanguageData(streams, tok, large, docs)
 
 
+def source_token_shares(data: LanguageData) -> dict[str, float]:
+    """Share of the corpus's tokens (all splits, ``<|endoftext|>`` not counted) of each source.
+
+    Parameters
+    ----------
+    data : LanguageData
+        Its streams hold each document of ``data.documents[split]``, in order, after an
+        ``<|endoftext|>``; the counts are read from them (nothing is encoded again).
+
+    Returns
+    -------
+    dict of str to float
+        ``{source: share}``, sorted by source, summing to 1. Used by the language chapter.
+    """
+    counts: dict[str, int] = {}
+    for split, part in data.documents.items():
+        stream = data.streams[split]
+        starts = np.flatnonzero(stream == tk.BOS_ID)
+        if len(starts) != len(part):
+            raise ValueError(f"split {split!r}: {len(starts)} document starts for {len(part)} documents")
+        for doc, n in zip(part, np.diff(np.append(starts, len(stream))) - 1):
+            counts[doc.source] = counts.get(doc.source, 0) + int(n)
+    total = sum(counts.values())
+    return {source: n / total for source, n in sorted(counts.items())}
+
+
+def source_windows(
+    data: LanguageData, split: str, sources: tuple[str, ...], count: int, n_ctx: int, seed: int = 0
+) -> torch.Tensor:
+    """Windows as :meth:`LanguageData.fixed`, from some sources' documents of a split only.
+
+    Parameters
+    ----------
+    data : LanguageData
+        The documents and the tokenizer (the split's documents are encoded again).
+    split : str
+        ``"train"``, ``"sgld"`` or ``"validation"``.
+    sources : tuple of str
+        The sources to keep (e.g. the books, without the code).
+    count, n_ctx, seed : int
+        Number and length of the windows, and the seed of their offsets.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(count, n_ctx)`` long, BOS first. Used by the language chapter.
+    """
+    texts = [d.text for d in data.documents[split] if d.source in sources]
+    if not texts:
+        raise ValueError(f"split {split!r} has no document from {sources}")
+    stream = tk.encode_documents(data.tokenizer, texts)
+    return LanguageData({split: stream}, data.tokenizer, data.large_tokenizer, {}).fixed(
+        split, count, n_ctx, seed
+    )
+
+
 def language_data(config: dict[str, Any]) -> LanguageData:
     """The data of a run config (fields ``data``, ``split_seed``, ``d_vocab``); cached."""
     return _cached(str(config["data"]), int(config["split_seed"]), int(config["d_vocab"]))

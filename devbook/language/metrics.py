@@ -22,8 +22,9 @@ bigram table, common n-grams, synthetic sequences), built once per run by
 
 :func:`token_loss_change` gives the per-token loss change on a passage between two
 checkpoints (Figure 17); :func:`induction_opportunity` how often copying from context (the
-induction rule) would predict the next token, a property of the data and the context
-length. Used by ``book/language/stages.md``.
+induction rule) could predict the next token, and :func:`induction_rule_share` how often the
+deterministic rule (copy what followed the most recent earlier occurrence) does: properties of
+the data and the context length. Used by ``book/language/stages.md``.
 """
 
 from __future__ import annotations
@@ -217,6 +218,47 @@ def induction_opportunity(windows: torch.Tensor) -> float:
     earlier = torch.ones(n - 1, n - 1, dtype=torch.bool).tril(-1)  # j < i
     hit = (same & follow & earlier).any(-1)[:, 1:]
     return float(hit.float().mean())
+
+
+def induction_rule_share(tokens: np.ndarray | torch.Tensor, n_ctx: int) -> float:
+    """Share of next tokens that the induction rule "… A B … A → B" predicts in windows.
+
+    In each window ``x_0 … x_{n_ctx-1}`` and at each position ``1 <= t <= n_ctx - 2``, the rule
+    finds the most recent earlier occurrence ``s < t`` of ``x_t`` (``x_s == x_t``) and predicts
+    ``x_{s+1}``; a position with no earlier occurrence counts as not predicted.
+
+    Parameters
+    ----------
+    tokens : numpy.ndarray or torch.Tensor of integers
+        Windows ``(N, n_ctx)`` (as from ``LanguageData.fixed``), or one stream ``(n,)`` cut into
+        ``n // n_ctx`` consecutive windows (the rest dropped).
+    n_ctx : int
+        Window length, at least 3 (the number of columns of a 2-D ``tokens``).
+
+    Returns
+    -------
+    float
+        Right predictions / ``N · (n_ctx − 2)`` positions, in [0, 1].
+    """
+    x = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"tokens must be integer token ids, got dtype {x.dtype}")
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int | np.integer) or n_ctx < 3:
+        raise ValueError(f"n_ctx must be an integer >= 3 (a window with a target after t = 1), got {n_ctx!r}")
+    if x.ndim == 1:
+        x = x[: len(x) // n_ctx * n_ctx].reshape(-1, n_ctx)
+    elif x.ndim != 2 or x.shape[1] != n_ctx:
+        raise ValueError(f"tokens must have shape (n,) or (N, n_ctx = {n_ctx}), got {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"no window of {n_ctx} tokens in tokens of shape {tokens.shape}")
+    rows = np.arange(len(x))[:, None]
+    order = np.argsort(x, axis=1, kind="stable")  # positions grouped by token, increasing
+    ranked = np.take_along_axis(x, order, axis=1)
+    prev = np.full(x.shape, -1, dtype=np.int64)  # most recent earlier position of the same token
+    prev[rows, order[:, 1:]] = np.where(ranked[:, 1:] == ranked[:, :-1], order[:, :-1], -1)
+    s = prev[:, 1:-1]  # positions t = 1 … n_ctx - 2
+    hit = (s >= 0) & (x[rows, np.maximum(s, 0) + 1] == x[:, 2:])
+    return float(hit.mean())
 
 
 def evaluate_run(
