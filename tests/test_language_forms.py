@@ -56,6 +56,11 @@ def test_recording_leaves_training_bitwise_unchanged(recorded, smoke_config, tmp
     assert not (plain.path / "proxy").exists()
     with pytest.raises(px.ProxyNotRecorded, match="trained without recording"):
         fm.load_proxy(plain)
+    px.replay_proxy(SETTING, plain, progress=False)  # record it afterwards, by replaying
+    s1, x1, _ = fm.load_proxy(recorded)
+    s2, x2, _ = fm.load_proxy(plain)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(x1, x2)
 
 
 def test_recorded_proxy_shapes_and_values(recorded, smoke_config) -> None:

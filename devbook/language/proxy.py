@@ -17,7 +17,9 @@ checkpoints is what the authors did; here the proxy is recorded *during* trainin
   generators are untouched, so training is bitwise the same with or without it), and writes
   the rows recorded since the last checkpoint as one chunk file just before each checkpoint is
   saved; on resume, chunks after the resumed step are deleted and recorded again;
-- :func:`recorded_proxy`: the matrix ``(steps, N)`` read back, or :class:`ProxyNotRecorded`.
+- :func:`recorded_proxy`: the matrix ``(steps, N)`` read back, or :class:`ProxyNotRecorded`;
+- :func:`replay_proxy`: the recording of a run trained without it, by replaying its training
+  (deterministic) and checking every stored checkpoint bitwise on the way.
 
 Files: ``<run>/proxy/<spec name>/spec.json`` and ``rows-<first>-<last>.npz`` (``steps``
 int64, ``logits`` float32 ``(k, N)``). Used by :meth:`devbook.language.setting.LanguageSetting.recorder`
@@ -31,7 +33,7 @@ import io
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,8 +42,12 @@ from torch import nn
 from devbook.files import atomic_write_bytes, read_json, write_json
 from devbook.language.config import RUN_PRESETS
 from devbook.language.data import language_data
+from devbook.progress import progress as progress_bar
 from devbook.rng import generator
-from devbook.store import Run
+from devbook.store import CheckpointError, Run
+
+if TYPE_CHECKING:
+    from devbook.setting import Setting
 
 #: Recording sizes per preset: ``n_sequences`` N (the paper's 10,000), ``every`` (steps).
 #: At ``cpu`` (d_model 128, 32-token windows) N = 512 costs about 0.2 s of one shared core per
@@ -224,9 +230,10 @@ def recorded_proxy(run: Run, spec: ProxySpec) -> tuple[np.ndarray, np.ndarray]:
     folder = run.path / "proxy" / spec.name
     expected = spec.steps(int(run.config["num_steps"]))
     how = (
-        f"the proxy is recorded while the run trains (devbook.language.proxy.ProxyRecorder, "
-        f"spec {spec.name}); remove the run directory {run.path.name} from the run store and "
-        "train it again with SETTING.train(config) (the stages chapter does), which records it"
+        f"the proxy is recorded while the run trains (spec {spec.name}); record it with "
+        "devbook.language.proxy.replay_proxy(SETTING, run), which replays the training (as long "
+        "as training took) and checks every stored checkpoint bitwise, or remove the run "
+        f"directory {run.path.name} and train it again with SETTING.train(config)"
     )
     if not run.complete:
         raise ProxyNotRecorded(f"run {run.path.name} is not fully trained; {how}")
@@ -242,3 +249,36 @@ def recorded_proxy(run: Run, spec: ProxySpec) -> tuple[np.ndarray, np.ndarray]:
     if info.get("pairs_sha256") != _pairs_hash(*proxy_pairs(run.config, spec)):
         raise ProxyNotRecorded(f"the recorded pairs of {folder} differ from today's data; {how}")
     return steps, np.concatenate([p["logits"] for p in parts]).astype(np.float32)
+
+
+def replay_proxy(setting: Setting, run: Run, spec: ProxySpec | None = None, progress: bool = True) -> None:
+    """Record the proxy of a complete ``run`` trained without it, by replaying its training.
+
+    A fresh trainer (:meth:`devbook.setting.Setting.make_trainer`, deterministic from the
+    config) retraces the run step by step with a :class:`ProxyRecorder`; at every stored
+    checkpoint the replayed weights must equal the stored ones bitwise (else
+    :class:`devbook.store.CheckpointError`, and nothing is recorded past it). The run's
+    checkpoints are only read. ``spec`` defaults to :func:`proxy_spec` of the run's config.
+    """
+    if not run.complete:
+        raise ProxyNotRecorded(f"run {run.path.name} is not fully trained; train it first")
+    spec = spec or proxy_spec(run.config)
+    recorder, trainer = ProxyRecorder(run, spec), setting.make_trainer(run.config)
+    saved, total = set(run.checkpoint_steps()), int(run.config["num_steps"])
+
+    def check(step: int) -> None:
+        stored, mine = run.load_weights(step), trainer.model.state_dict()
+        if any(not torch.equal(stored[k], mine[k].detach().cpu()) for k in stored):
+            raise CheckpointError(f"{run.path.name}: replayed weights differ from checkpoint {step}")
+        recorder.flush(step)
+
+    with run.lock():
+        recorder.resume(0)
+        recorder.observe(trainer.model, 0)
+        if 0 in saved:
+            check(0)
+        for step in progress_bar(range(total), desc=f"replay {run.path.name}", disable=not progress):
+            trainer.train_step(step)
+            recorder.observe(trainer.model, step + 1)
+            if step + 1 in saved:
+                check(step + 1)
