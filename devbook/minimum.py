@@ -128,7 +128,8 @@ def describe(settle: Settling) -> str:
         last = t.iloc[len(out) - 1]
         text = (
             f"{len(out)} leading checkpoint{'s are' if len(out) > 1 else ' is'} left out "
-            f"(steps {', '.join(f'{s:,}' for s in out)}; at step {int(last['step']):,} the bound "
+            f"(step{'s' if len(out) > 1 else ''} {', '.join(f'{s:,}' for s in out)}; at step "
+            f"{int(last['step']):,} the bound "
             f"is {last['bound']:.3g} against λ̂ = {last['llc']:.3g}); the stages begin at step "
             f"{settle.start:,}."
         )

@@ -85,3 +85,36 @@ def test_evidence_changes() -> None:
     np.testing.assert_allclose(out["bigram gap"], [-3.0, -1.5])
     np.testing.assert_allclose(out["positional gap"], [0.5, 0.5])
     np.testing.assert_allclose(out["3-gram score"], [0.1, 0.4])
+
+
+def test_one_layer_config_is_the_start_of_the_two_layer_run_at_its_checkpoints():
+    from devbook.language import SETTING
+
+    two = SETTING.config("cpu")
+    one = onelayer.one_layer_config(two, 0.25)
+    steps_two = SETTING.checkpoint_steps(two)
+    assert one["n_layers"] == 1 and one["num_steps"] == min(s for s in steps_two if s >= 5000)
+    assert SETTING.checkpoint_steps(one) == [s for s in steps_two if s <= one["num_steps"]]
+    assert {k: v for k, v in one.items() if k not in ("n_layers", "num_steps", "checkpoint_horizon")} == {
+        k: v for k, v in two.items() if k not in ("n_layers", "num_steps", "checkpoint_horizon")
+    }
+    full = onelayer.one_layer_config(two, 1.0)
+    assert full["num_steps"] == two["num_steps"] and full["checkpoint_horizon"] == 0
+    with pytest.raises(ValueError, match="share"):
+        onelayer.one_layer_config(two, 0.0)
+
+
+def test_compare_boundaries_drops_two_layer_boundaries_beyond_the_shorter_run():
+    cmp = onelayer.compare_boundaries(
+        table([3], "AB"), table([3, 2035], "ABA"), STEPS[: STEPS.index(572) + 1]
+    )
+    assert cmp.two == (3,) and cmp.same_first
+
+
+def test_language_config_checks_corpus_format_and_horizon():
+    from devbook.language import SETTING
+
+    with pytest.raises(ValueError, match="corpus format"):
+        SETTING.config("cpu", corpus_format=1)
+    with pytest.raises(ValueError, match="checkpoint_horizon"):
+        SETTING.config("cpu", checkpoint_horizon=10)

@@ -18,15 +18,20 @@ from __future__ import annotations
 from typing import Any
 
 from devbook import presets
+from devbook.language.corpus import FORMAT_VERSION
 
 #: Name of the setting (the ``"setting"`` entry of every run config).
 NAME = "language"
+#: The corpus format runs are keyed by (:data:`devbook.language.corpus.FORMAT_VERSION`).
+CORPUS_FORMAT = FORMAT_VERSION
 
 _PAPER: dict[str, Any] = {
     "setting": NAME,
     "seed": 0,
     # data: "corpus" (the offline books and code) or a folder saved with datasets' save_to_disk
     "data": "corpus",
+    # the offline corpus's format (part of the run key: a changed corpus trains a new run)
+    "corpus_format": CORPUS_FORMAT,
     "split_seed": 0,
     # model (paper App. E.1.1)
     "n_layers": 2,
@@ -42,6 +47,9 @@ _PAPER: dict[str, Any] = {
     "num_steps": 50_000,
     "n_log_checkpoints": 100,
     "n_linear_checkpoints": 2000,
+    # checkpoints are those of a num_steps run unless this is larger: then those of a
+    # checkpoint_horizon-step run up to num_steps (a shorter run at a longer run's checkpoints)
+    "checkpoint_horizon": 0,
     "log_every": 100,
 }
 
@@ -158,9 +166,19 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"n_ctx must be >= 8, got {config['n_ctx']}")
     if config["d_vocab"] < 257:
         raise ValueError(f"d_vocab must be >= 257 (bytes + BOS), got {config['d_vocab']}")
-    for name in ("seed", "split_seed", "n_log_checkpoints", "n_linear_checkpoints"):
+    for name in ("seed", "split_seed", "n_log_checkpoints", "n_linear_checkpoints", "checkpoint_horizon"):
         if config[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {config[name]}")
+    if config["corpus_format"] != CORPUS_FORMAT:
+        raise ValueError(
+            f"this run config is for corpus format {config['corpus_format']}; the offline corpus is "
+            f"now format {CORPUS_FORMAT}: use corpus_format={CORPUS_FORMAT} (a new run)"
+        )
+    horizon = config["checkpoint_horizon"]
+    if horizon and horizon < config["num_steps"]:
+        raise ValueError(
+            f"checkpoint_horizon must be 0 or >= num_steps ({config['num_steps']}), got {horizon}"
+        )
     if config["lr"] <= 0 or config["weight_decay"] < 0:
         raise ValueError(
             f"lr must be > 0 and weight_decay >= 0, got {config['lr']}, {config['weight_decay']}"

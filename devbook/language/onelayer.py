@@ -3,6 +3,8 @@
 - :func:`staged_run`: the language chapter's pipeline for one run config (train through the
   run store, the LLC sweep, the stage metrics, :func:`devbook.stages.find_stages`), with the
   same calls and the same tolerance as ``book/language/stages.md``; a cached run is only read;
+- :func:`one_layer_config`: the two-layer run config with ``n_layers = 1``, trained for the
+  first share of its steps (:data:`ONE_LAYER_SHARE`) at the two-layer run's checkpoints;
 - :func:`boundaries`, :func:`compare_boundaries`: the stage boundaries of two runs checkpoint by
   checkpoint (:class:`BoundaryComparison`);
 - :func:`loss_fall_share`: how much of its total fall the loss has made by a step;
@@ -33,6 +35,28 @@ from devbook.minimum import Settling, settling
 from devbook.stages import Stages, find_stages, stage_changes
 from devbook.store import Run
 from devbook.sweep import LLCSweep
+
+#: Share of the two-layer run's steps the one-layer run trains, per preset. AdamW without a
+#: schedule takes the same first steps whatever the run's length, so a shorter run is the start
+#: of the full one. ``cpu``: a quarter, so that both language chapters fit their budget; the
+#: paper's first boundaries (step 900 of 50k) lie far inside it.
+ONE_LAYER_SHARE: dict[str, float] = {"smoke": 1.0, "cpu": 0.25, "paper": 1.0}
+
+
+def one_layer_config(two_layer: dict[str, Any], share: float) -> dict[str, Any]:
+    """The one-layer run config for the two-layer run config ``two_layer``.
+
+    The same config with ``n_layers = 1``, trained up to the first of the two-layer run's
+    checkpoints at or after ``share`` of its steps, and saving exactly the two-layer run's
+    checkpoints up to there (``checkpoint_horizon``), so both are swept at the same steps.
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1], got {share}")
+    full = two_layer["num_steps"]
+    steps = SETTING.checkpoint_steps(two_layer)
+    end = min(s for s in steps if s >= share * full)
+    horizon = full if end < full else two_layer["checkpoint_horizon"]
+    return SETTING.validate({**two_layer, "n_layers": 1, "num_steps": end, "checkpoint_horizon": horizon})
 
 
 @dataclass
@@ -147,10 +171,12 @@ def compare_boundaries(
 ) -> BoundaryComparison:
     """Compare the boundaries of two stage tables found on the checkpoints ``steps``.
 
-    Raises ``ValueError`` if a boundary is not one of ``steps``.
+    Two-layer boundaries after the last of ``steps`` (beyond a shorter one-layer run) are not
+    compared. Raises ``ValueError`` if a boundary is not one of ``steps``.
     """
     steps = tuple(int(s) for s in steps)
-    one, two = tuple(boundaries(one_stages)), tuple(boundaries(two_stages))
+    one = tuple(boundaries(one_stages))
+    two = tuple(b for b in boundaries(two_stages) if b <= steps[-1])
     stray = sorted(set(one + two) - set(steps))
     if stray:
         raise ValueError(f"boundaries {stray} are not sweep checkpoints")

@@ -49,9 +49,9 @@ class LanguageSetting(Setting):
         return loss_fn(model, batch)
 
     def checkpoint_steps(self, config: dict[str, Any]) -> list[int]:
-        return checkpoint_schedule(
-            config["num_steps"], config["n_log_checkpoints"], config["n_linear_checkpoints"]
-        )
+        horizon = max(config["checkpoint_horizon"], config["num_steps"])
+        steps = checkpoint_schedule(horizon, config["n_log_checkpoints"], config["n_linear_checkpoints"])
+        return sorted({s for s in steps if s <= config["num_steps"]} | {config["num_steps"]})
 
     def sgld_data(self, config: dict[str, Any], sgld: SGLDPreset) -> Batch:
         data = language_data(config)
