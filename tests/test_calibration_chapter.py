@@ -115,10 +115,10 @@ def test_calibration_scorecard_verdicts():
         sc.judge_seed_smoothing({"cal-rough-same": 0.01, "cal-rough-fresh": 0.05}, "cpu")[1] == "reproduced"
     )
     assert sc.judge_seed_smoothing({"cal-rough-same": 0.05, "cal-rough-fresh": 0.01}, "cpu")[1] == "differs"
-    assert sc.judge_early_divergence({"cal-div-early": 3, "cal-div-final": 1}, "cpu")[1] == "reproduced"
-    assert sc.judge_early_divergence({"cal-div-early": 1, "cal-div-final": 1}, "cpu")[1] == "differs"
+    assert sc.judge_early_divergence({"cal-div-earlier": 3, "cal-div-final": 1}, "cpu")[1] == "reproduced"
+    assert sc.judge_early_divergence({"cal-div-earlier": 1, "cal-div-final": 1}, "cpu")[1] == "differs"
     assert (
-        sc.judge_early_divergence({"cal-div-early": 0, "cal-div-final": 0}, "cpu")[1]
+        sc.judge_early_divergence({"cal-div-earlier": 0, "cal-div-final": 0}, "cpu")[1]
         == "not reachable at this scale"
     )
     good = {"cal-t-cold-verdict": "not_converged", "cal-t-n-ok-hotter": 2}

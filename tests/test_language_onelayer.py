@@ -118,3 +118,12 @@ def test_language_config_checks_corpus_format_and_horizon():
         SETTING.config("cpu", corpus_format=1)
     with pytest.raises(ValueError, match="checkpoint_horizon"):
         SETTING.config("cpu", checkpoint_horizon=10)
+
+
+def test_probe_table_lists_every_probe_with_its_scores():
+    from devbook.language import probes
+
+    t = probes.probe_table()
+    assert len(t) == len(probes.PROBE_RUNS) and list(t.columns[:2]) == ["configuration", "levers"]
+    scores = [v for v in t["prefix-matching"] if v != "—"]
+    assert scores and all(0 <= float(v) <= 1 for v in scores)

@@ -124,8 +124,9 @@ SGLD_PRESETS: dict[str, dict[str, Any]] = {
 }
 #: Calibration grids per preset (paper App. E.3.3; :func:`devbook.calibrated.calibration_config`):
 #: ε × nβ × γ values (nβ None = m / log m, the paper's own choice for this model, E.1.3),
-#: chains per cell and where the grid is probed (fractions of the LLC checkpoints). ``cpu``
-#: has 8 cells of 2 chains at an early and the final checkpoint (~6 min on one core).
+#: chains per cell and where the grid is probed (fractions of the LLC checkpoints: early,
+#: middle, final; checkpoints in the middle of training can diverge first). ``cpu`` has 8 cells
+#: of 2 chains at 3 checkpoints.
 CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "epsilon": [1e-4, 3e-4, 1e-3],
@@ -139,7 +140,7 @@ CALIBRATION_PRESETS: dict[str, dict[str, Any]] = {
         "nbeta": [None, 30.0],
         "gamma": [100.0, 300.0],
         "chains": 2,
-        "probes": [0.3, 1.0],
+        "probes": [0.3, 0.5, 1.0],
     },
     "smoke": {"epsilon": [1e-3, 3e-3], "nbeta": [None], "gamma": [300.0], "chains": 2, "probes": [1.0]},
 }

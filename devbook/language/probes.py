@@ -1,0 +1,95 @@
+"""The induction-head probes behind the ``cpu`` language preset (paper §4, LM4): what was tried.
+
+Each row is one measured probe run (one thread pinned to one core, a fixed wall-clock budget),
+made with ``benchmarks/language_heads.py`` or the same loop with the levers named in
+``levers``: the configuration, the training tokens it reached, the best first-layer
+previous-token score, the best second-layer prefix-matching score (Olsson et al.'s probe:
+BOS + 25 random tokens repeated 4 times; chance ≈ 0.016 on those sequences) and the training
+loss at the end. These are records of earlier measurements, shown in the language chapter's
+preset note so a reader sees why the ``cpu`` preset is what it is; the chapter's own numbers
+are computed by the chapter.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: When and how the probes were measured.
+PROBE_SOURCE = (
+    "measured on this book's 2-core machine before the cpu preset was fixed (the last four "
+    "on 2026-12-01), one thread per probe, with benchmarks/language_heads.py or its loop with "
+    "the levers named: 2 layers, attention only, shortformer positions"
+)
+
+#: One row per probe run.
+PROBE_RUNS: tuple[dict[str, object], ...] = (
+    {
+        "configuration": "n_ctx 32 × batch 16, d_model 128, 8 heads × 16, lr 3e-3 (the cpu preset's shape)",
+        "levers": "books only, random windows",
+        "tokens": "3.1M",
+        "previous-token": 0.30,
+        "prefix-matching": None,
+        "loss": None,
+    },
+    {
+        "configuration": "n_ctx 64 × batch 8, same model",
+        "levers": "books only, random windows",
+        "tokens": "4.1M",
+        "previous-token": 0.19,
+        "prefix-matching": None,
+        "loss": None,
+    },
+    {
+        "configuration": "n_ctx 128 × batch 4, same model",
+        "levers": "books only, random windows",
+        "tokens": "3.1M",
+        "previous-token": 0.11,
+        "prefix-matching": None,
+        "loss": None,
+    },
+    {
+        "configuration": "n_ctx 256 × 2 and 512 × 1, same model",
+        "levers": "books only, random windows",
+        "tokens": "2.6–3.1M",
+        "previous-token": 0.04,
+        "prefix-matching": None,
+        "loss": None,
+    },
+    {
+        "configuration": "n_ctx 128 × batch 8, d_model 128, 4 heads × 32, lr 1e-3",
+        "levers": "20 % code, document-aligned windows with BOS, 500-step warm-up, clipping 1.0",
+        "tokens": "11.6M",
+        "previous-token": 0.039,
+        "prefix-matching": 0.015,
+        "loss": "3.5–4.2",
+    },
+    {
+        "configuration": "n_ctx 128 × batch 4, same",
+        "levers": "30 % code, document-aligned windows with BOS, 500-step warm-up, clipping 1.0",
+        "tokens": "12.0M",
+        "previous-token": 0.045,
+        "prefix-matching": 0.016,
+        "loss": "3.1–4.2",
+    },
+    {
+        "configuration": "curriculum: 32 × 16 (8 heads × 16, lr 3e-3) for 6k steps, then 128 × 4",
+        "levers": "books only, document-aligned windows with BOS",
+        "tokens": "9.6M",
+        "previous-token": 0.168,
+        "prefix-matching": 0.018,
+        "loss": "3.5–4.3",
+    },
+    {
+        "configuration": "the same curriculum",
+        "levers": "30 % code, document-aligned windows with BOS",
+        "tokens": "9.7M",
+        "previous-token": 0.108,
+        "prefix-matching": 0.019,
+        "loss": "3.1–4.6",
+    },
+)
+
+
+def probe_table() -> pd.DataFrame:
+    """:data:`PROBE_RUNS` as a table (``None`` where a probe did not record the value)."""
+    return pd.DataFrame(list(PROBE_RUNS)).astype(object).fillna("—")
