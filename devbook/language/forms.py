@@ -3,7 +3,7 @@
 - :func:`forms_preset`: the chapter's sizes (surrogates, smoothing schedule, extreme tokens);
 - :func:`load_proxy`: the proxy recorded during training (:mod:`devbook.language.proxy`): the
   logit of the true next token at N fixed tokens-in-context, at linearly spaced steps;
-- :func:`search_forms`: :func:`devbook.ed.find_forms` on it (PCA, smoothing, osculating
+- :func:`search_forms`: :func:`devbook.ed.forms.find_forms` on it (PCA, smoothing, osculating
   circles, forms with their B.6 checks, form potentials and surrogate p-values);
 - :func:`new_words` / :func:`induction_patterns`: the two kinds of tokens-in-context of paper
   App. C.1.3 — the true next token begins with a space; the true next token B follows an
@@ -69,7 +69,7 @@ def forms_preset(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
 
 
 def sigmas(n: int, schedule: Sequence[float]) -> NDArray[np.float64]:
-    """σ per record for ``schedule = (start, stop, flat)`` (:func:`devbook.ed.sigma_schedule`)."""
+    """σ per record for ``schedule = (start, stop, flat)`` (:func:`devbook.ed.smoothing.sigma_schedule`)."""
     if len(schedule) != 3:
         raise ValueError(f"a σ schedule is (start, stop, flat), got {list(schedule)}")
     start, stop, flat = (float(v) for v in schedule)
@@ -93,7 +93,7 @@ def load_proxy(
 def search_forms(
     steps: NDArray[np.int64], logits: NDArray[np.float32], hp: dict[str, Any], seed: int = 0
 ) -> FormSearch:
-    """:func:`devbook.ed.find_forms` on the proxy with the chapter's σ schedule and surrogates
+    """:func:`devbook.ed.forms.find_forms` on the proxy with the chapter's σ schedule and surrogates
     (the same pipeline and null as the regression forms)."""
     sigma = sigmas(len(steps), hp["sigma"])
     return find_forms(logits, steps, sigma=sigma, n_surrogates=hp["surrogates"], seed=seed)
