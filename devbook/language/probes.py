@@ -4,7 +4,8 @@ Each row is one measured probe run (one thread pinned to one core, a fixed wall-
 made with ``benchmarks/language_heads.py`` or the same loop with the levers named in
 ``levers``: the configuration, the training tokens it reached, the best first-layer
 previous-token score, the best second-layer prefix-matching score (Olsson et al.'s probe:
-BOS + 25 random tokens repeated 4 times; chance ≈ 0.016 on those sequences) and the training
+BOS + 25 random tokens repeated 4 times; chance ≈ 0.016 on those sequences; the last row
+uses the language chapter's own probe instead) and the training
 loss at the end. These are records of earlier measurements, shown in the language chapter's
 preset note so a reader sees why the ``cpu`` preset is what it is; the chapter's own numbers
 are computed by the chapter.
@@ -16,8 +17,8 @@ import pandas as pd
 
 #: When and how the probes were measured.
 PROBE_SOURCE = (
-    "measured on this book's 2-core machine before the cpu preset was fixed (the last four "
-    "on 2026-12-01), one thread per probe, with benchmarks/language_heads.py or its loop with "
+    "measured on this book's 2-core machine before the cpu preset was fixed (the last five "
+    "on 2026-12-01 and 2026-12-02), one thread per probe, with benchmarks/language_heads.py or its loop with "
     "the levers named: 2 layers, attention only, shortformer positions"
 )
 
@@ -86,6 +87,14 @@ PROBE_RUNS: tuple[dict[str, object], ...] = (
         "previous-token": 0.108,
         "prefix-matching": 0.019,
         "loss": "3.1–4.6",
+    },
+    {
+        "configuration": "n_ctx 32 × batch 8 (256 tokens per step), the cpu preset's model",
+        "levers": "20 % code (this corpus), random windows; stopped at 8,000 steps (11 min)",
+        "tokens": "2.0M",
+        "previous-token": 0.256,
+        "prefix-matching": "0.049 (this chapter's probe: one repeat in 32 tokens, chance ≈ 0.05)",
+        "loss": "4.45",
     },
 )
 
