@@ -128,7 +128,7 @@ def stage_figure(
         A training log (``step``, ``loss``) drawn behind the loss.
     left_out : float, optional
         The first step the stage finder used (:func:`devbook.minimum.settling`): the checkpoints
-        before it are hatched grey, away from a local minimum (paper App. A.6).
+        before it are shaded grey, away from a local minimum (paper App. A.6).
 
     Returns
     -------
@@ -163,7 +163,7 @@ def stage_figure(
         log_time_axis(ax, label="training step" if i == n - 1 else None, last=steps[-1])
         shade_stages(ax, stages.table, prefix=prefix, label=i == 0)
         if left_out is not None and left_out > steps[0]:
-            ax.axvspan(steps[0], left_out, color="0.85", hatch="//", lw=0, zorder=0)
+            ax.axvspan(steps[0], left_out, color="0.85", lw=0, zorder=0)
     if left_out is not None and left_out > steps[0]:
         axes[0].text(
             steps[0],
