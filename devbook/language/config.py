@@ -22,7 +22,7 @@ from devbook.language.corpus import FORMAT_VERSION
 
 #: Name of the setting (the ``"setting"`` entry of every run config).
 NAME = "language"
-#: The corpus format runs are keyed by (:data:`devbook.language.corpus.FORMAT_VERSION`).
+#: The corpus format runs are keyed by (``FORMAT_VERSION`` of :mod:`devbook.language.corpus`).
 CORPUS_FORMAT = FORMAT_VERSION
 
 _PAPER: dict[str, Any] = {
