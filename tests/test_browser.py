@@ -42,7 +42,7 @@ CHROMIUM = next(
 PROGRESS_TEXT = [r"[\d?](?:it|cell)/s", r"\ds/(?:it|cell)", r"%\|", "█"]
 # Not ".venv" alone: the intro tells readers that `make book` creates .venv.
 MACHINE_PATHS = ["/work/", "/root/", "/tmp/", "/home/", ".venv/lib", "site-packages", "ipykernel_"]
-LIBRARY_NOISE = ["IProgress not found", "DeprecationWarning", "FutureWarning"]
+LIBRARY_NOISE = ["IProgress not found", "DeprecationWarning", "FutureWarning", "Moving model to device"]
 RAW_TEX = [r"\\\(", r"\\\)", r"\\\[", r"\\\]", r"\$\$", r"\\begin\{", r"\$[^$\n]*[\\^_][^$\n]*\$"]
 
 # The text a reader sees outside code (pre, code) and outside MathJax's own output.

@@ -10,6 +10,8 @@ for training, the metrics and the LLC. Used by ``book/language/stages.md``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from typing import Any
 
@@ -48,10 +50,15 @@ def make_model(config: dict[str, Any], seed: int | None = None) -> HookedTransfo
 
     The global torch RNG is forked, so building a model does not change other random streams.
     """
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]), quiet():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.manual_seed(config["seed"] if seed is None else seed)
         return HookedTransformer(hooked_config(config))
+
+
+def quiet() -> contextlib.AbstractContextManager:
+    """Silence TransformerLens's "Moving model to device" prints (they would land in the page)."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 def token_losses(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

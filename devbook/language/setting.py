@@ -17,7 +17,7 @@ from torch import nn
 
 from devbook.language import config as cfg
 from devbook.language.data import language_data
-from devbook.language.model import loss_fn, make_model
+from devbook.language.model import loss_fn, make_model, quiet
 from devbook.language.proxy import ProxyRecorder, proxy_spec
 from devbook.language.train import make_trainer
 from devbook.setting import Batch, Setting, SGLDPreset
@@ -52,6 +52,10 @@ class LanguageSetting(Setting):
         horizon = max(config["checkpoint_horizon"], config["num_steps"])
         steps = checkpoint_schedule(horizon, config["n_log_checkpoints"], config["n_linear_checkpoints"])
         return sorted({s for s in steps if s <= config["num_steps"]} | {config["num_steps"]})
+
+    def load_model(self, run: Run, step: int, device: str | torch.device = "cpu") -> nn.Module:
+        with quiet():  # HookedTransformer.to prints the device it moves to
+            return super().load_model(run, step, device)
 
     def sgld_data(self, config: dict[str, Any], sgld: SGLDPreset) -> Batch:
         data = language_data(config)

@@ -13,7 +13,7 @@ import torch
 
 from devbook.language.config import validate
 from devbook.language.data import language_data
-from devbook.language.model import loss_fn, make_model
+from devbook.language.model import loss_fn, make_model, quiet
 from devbook.rng import generator
 from devbook.training import StandardTrainer
 
@@ -35,7 +35,8 @@ def make_trainer(config: dict[str, Any], device: str | torch.device = "cpu") -> 
     """
     config = validate(dict(config))
     data = language_data(config)
-    model = make_model(config).to(device)
+    with quiet():  # HookedTransformer.to prints the device it moves to
+        model = make_model(config).to(device)
     opt = torch.optim.AdamW(
         model.parameters(), lr=config["lr"], betas=(0.9, 0.999), weight_decay=config["weight_decay"]
     )
