@@ -139,40 +139,57 @@ def stage_figure(
 
     fit, n = stages.fit, 3 if slope else 2
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.5 * n), sharex=True)
-    axes[0].plot(steps, loss, "k.-", ms=3, lw=0.8, label=loss_label)
-    if train_log is not None:
-        axes[0].plot(train_log["step"], train_log["loss"], lw=0.8, alpha=0.6, label="training loss")
-        axes[0].legend(fontsize=8)
-    if log_loss:
-        axes[0].set_yscale("log")
-    axes[0].set_ylabel(loss_label)
-    axes[1].errorbar(
-        steps, llc, yerr=llc_std, fmt=".", ms=3, lw=0.6, color="k", label=r"$\hat\lambda$ (± std over chains)"
-    )
-    axes[1].plot(fit.grid_steps, fit.mean, "C3", lw=1.2, label="GP mean")
-    axes[1].fill_between(fit.grid_steps, fit.mean - fit.std, fit.mean + fit.std, color="C3", alpha=0.15, lw=0)
-    axes[1].set_ylabel(r"LLC $\hat\lambda$")
-    axes[1].legend(fontsize=8, loc="lower right")
+    _loss_panel(axes[0], steps, loss, loss_label, log_loss, train_log)
+    _llc_panel(axes[1], steps, llc, llc_std, fit)
     if slope:
-        axes[2].plot(fit.grid_steps, fit.slope, "C3")
-        axes[2].axhspan(-fit.tolerance, fit.tolerance, color="0.5", alpha=0.2, lw=0, label="tolerance")
-        axes[2].axhline(0, color="k", lw=0.6)
-        axes[2].set_ylabel(r"$d\hat\lambda / d\log t$")
-        axes[2].legend(fontsize=8)
+        _slope_panel(axes[2], fit)
     for i, ax in enumerate(axes):
         log_time_axis(ax, label="training step" if i == n - 1 else None, last=steps[-1])
         shade_stages(ax, stages.table, prefix=prefix, label=i == 0)
-        if left_out is not None and left_out > steps[0]:
-            ax.axvspan(steps[0], left_out, color="0.85", lw=0, zorder=0)
     if left_out is not None and left_out > steps[0]:
-        axes[0].text(
-            steps[0],
-            1.0,
-            "away from a minimum",
-            transform=axes[0].get_xaxis_transform(),
-            fontsize=7,
-            va="bottom",
-            color="0.4",
-        )
+        _shade_left_out(axes, steps[0], left_out)
     fig.tight_layout()
     return fig
+
+
+def _loss_panel(ax: Axes, steps, loss, label: str, log: bool, train_log: pd.DataFrame | None) -> None:
+    ax.plot(steps, loss, "k.-", ms=3, lw=0.8, label=label)
+    if train_log is not None:
+        ax.plot(train_log["step"], train_log["loss"], lw=0.8, alpha=0.6, label="training loss")
+        ax.legend(fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(label)
+
+
+def _llc_panel(ax: Axes, steps, llc, llc_std, fit) -> None:
+    ax.errorbar(
+        steps, llc, yerr=llc_std, fmt=".", ms=3, lw=0.6, color="k", label=r"$\hat\lambda$ (± std over chains)"
+    )
+    ax.plot(fit.grid_steps, fit.mean, "C3", lw=1.2, label="GP mean")
+    ax.fill_between(fit.grid_steps, fit.mean - fit.std, fit.mean + fit.std, color="C3", alpha=0.15, lw=0)
+    ax.set_ylabel(r"LLC $\hat\lambda$")
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def _slope_panel(ax: Axes, fit) -> None:
+    ax.plot(fit.grid_steps, fit.slope, "C3")
+    ax.axhspan(-fit.tolerance, fit.tolerance, color="0.5", alpha=0.2, lw=0, label="tolerance")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel(r"$d\hat\lambda / d\log t$")
+    ax.legend(fontsize=8)
+
+
+def _shade_left_out(axes, first: float, left_out: float) -> None:
+    """Grey over the leading checkpoints left out of stage discovery (paper App. A.6)."""
+    for ax in axes:
+        ax.axvspan(first, left_out, color="0.85", lw=0, zorder=0)
+    axes[0].text(
+        first,
+        1.0,
+        "away from a minimum",
+        transform=axes[0].get_xaxis_transform(),
+        fontsize=7,
+        va="bottom",
+        color="0.4",
+    )

@@ -34,6 +34,7 @@ the flat bottom of its potential is. Brownian motion's apparent vertices (B.7) h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Any
@@ -481,3 +482,13 @@ def find_forms(
         rows.append(_row(form, b6, found.planes))
     table = pd.DataFrame(rows, columns=_columns(n_components))
     return FormSearch(table, forms, pca, st, found, np.array(potentials).reshape(len(forms), n), null)
+
+
+def describe_shown(table: pd.DataFrame, shown: Sequence[int]) -> str:
+    """Which forms a chapter's figures highlight, and why (numbered from 1, as displayed)."""
+    if not len(table):
+        return "nothing: no candidate form was found"
+    names = ", ".join(str(i + 1) for i in shown)
+    if (table.loc[list(shown), "p_value"] < 0.05).all():
+        return f"the significant forms ({names})"
+    return f"the {len(shown)} candidates with the smallest p-values ({names}), none of them significant"

@@ -16,6 +16,7 @@ curves wrap around.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,3 +166,11 @@ def smooth(curve: ArrayLike, sigma: float | ArrayLike = 1.0, *, periodic: bool =
             weight = np.where(use_lo[rows], 1.0 - frac[0, rows, 0], frac[0, rows, 0])
             out[:, rows] += weight[None, :, None] * vals
     return Smoothed(out[0], out[1], out[2], out[3], sig)
+
+
+def schedule_sigmas(n: int, schedule: Sequence[float]) -> NDArray[np.float64]:
+    """σ per sample for a preset's ``schedule = (start, stop, flat)`` (:func:`sigma_schedule`)."""
+    if len(schedule) != 3:
+        raise ValueError(f"a σ schedule is (start, stop, flat), got {list(schedule)}")
+    start, stop, flat = (float(v) for v in schedule)
+    return sigma_schedule(n, start, stop, flat=flat)

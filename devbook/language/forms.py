@@ -19,7 +19,6 @@ Used by ``book/language/forms.md``; figures in :mod:`devbook.language.form_plots
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,9 @@ from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from devbook import presets
-from devbook.ed import FormSearch, find_forms, sigma_schedule
+from devbook.ed import FormSearch, find_forms
+from devbook.ed.forms import describe_shown as describe_shown
+from devbook.ed.smoothing import schedule_sigmas as schedule_sigmas
 from devbook.language.proxy import ProxySpec, proxy_pairs, proxy_spec, recorded_proxy
 from devbook.language.tokenizer import BOS_ID
 from devbook.store import Run
@@ -62,18 +63,13 @@ PAPER_FORMS = pd.DataFrame(
     index=pd.Index(["F1", "F2"], name="paper form"),
 )
 
+#: σ per record for a preset's ``(start, stop, flat)`` (shared with the regression forms).
+sigmas = schedule_sigmas
+
 
 def forms_preset(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
     """The chapter's sizes at ``preset`` with ``overrides`` (checked by name and type)."""
     return presets.resolve(FORMS_PRESETS, preset, overrides)
-
-
-def sigmas(n: int, schedule: Sequence[float]) -> NDArray[np.float64]:
-    """σ per record for ``schedule = (start, stop, flat)`` (:func:`devbook.ed.smoothing.sigma_schedule`)."""
-    if len(schedule) != 3:
-        raise ValueError(f"a σ schedule is (start, stop, flat), got {list(schedule)}")
-    start, stop, flat = (float(v) for v in schedule)
-    return sigma_schedule(n, start, stop, flat=flat)
 
 
 def load_proxy(
@@ -306,13 +302,3 @@ def describe_contents(contents: pd.DataFrame, k: int) -> str:
             f"{base['induction patterns']:.0%})."
         )
     return "\n".join(lines)
-
-
-def describe_shown(table: pd.DataFrame, shown: Sequence[int]) -> str:
-    """Which forms the chapter's figures highlight, and why (numbered from 1, as displayed)."""
-    if not len(table):
-        return "nothing: no candidate form was found"
-    names = ", ".join(str(i + 1) for i in shown)
-    if (table.loc[list(shown), "p_value"] < 0.05).all():
-        return f"the significant forms ({names})"
-    return f"the {len(shown)} candidates with the smallest p-values ({names}), none of them significant"

@@ -26,7 +26,9 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from devbook import presets
-from devbook.ed import FormSearch, sigma_schedule
+from devbook.ed import FormSearch
+from devbook.ed.forms import describe_shown as describe_shown
+from devbook.ed.smoothing import schedule_sigmas as schedule_sigmas
 from devbook.progress import progress as progress_bar
 from devbook.regression.compare import PAPER_MAX_LR, PAPER_STEPS, cumulative_lr
 from devbook.regression.data import Batch, RegressionData, fixed_dataset, readout, tokenise
@@ -64,18 +66,13 @@ PAPER_FORMS = pd.DataFrame(
 
 PREDICTORS = ("zero", "task prior", "ridge (Bayes)", "least squares")
 
+#: σ per checkpoint for a preset's ``(start, stop, flat)`` (shared with the language forms).
+sigmas = schedule_sigmas
+
 
 def forms_preset(preset: str = "cpu", **overrides: Any) -> dict[str, Any]:
     """The chapter's sizes at ``preset`` with ``overrides`` (checked by name and type)."""
     return presets.resolve(FORMS_PRESETS, preset, overrides)
-
-
-def sigmas(n: int, schedule: Sequence[float]) -> NDArray[np.float64]:
-    """σ per checkpoint for ``schedule = (start, stop, flat)`` (:func:`devbook.ed.smoothing.sigma_schedule`)."""
-    if len(schedule) != 3:
-        raise ValueError(f"a σ schedule is (start, stop, flat), got {list(schedule)}")
-    start, stop, flat = (float(v) for v in schedule)
-    return sigma_schedule(n, start, stop, flat=flat)
 
 
 def proxy_batch(config: dict[str, Any], n_sequences: int, seed: int = 0) -> Batch:
@@ -278,16 +275,6 @@ def describe_contents(contents: pd.DataFrame) -> str:
             f"**{row['network nearest']}**."
         )
     return "\n".join(lines)
-
-
-def describe_shown(table: pd.DataFrame, shown: Sequence[int]) -> str:
-    """Which forms the chapter's figures highlight, and why (numbered from 1, as displayed)."""
-    if not len(table):
-        return "nothing: no candidate form was found"
-    names = ", ".join(str(i + 1) for i in shown)
-    if (table.loc[list(shown), "p_value"] < 0.05).all():
-        return f"the significant forms ({names})"
-    return f"the {len(shown)} candidates with the smallest p-values ({names}), none of them significant"
 
 
 def prior_to_ridge(distances: pd.DataFrame) -> dict[str, float]:
