@@ -98,7 +98,7 @@ def planes_figure(
     """The trajectory in every plane of ``search.planes``, coloured by the LLC stage of each
     checkpoint (the type's colour, alternating in strength), with its evolute (dashed) and
     ``n_circles`` evenly spaced osculating circles (grey), every
-    detected vertex (red dot) and cusp (square), every candidate form (grey star) and the forms
+    detected vertex (red ring) and cusp (square), every candidate form (grey star) and the forms
     ``highlight`` (indices into ``search.forms``: gold stars numbered ``index + 1``, with the
     osculating circles of their members). Stages are named ``prefix`` 1, 2, …"""
     planes = search.planes
