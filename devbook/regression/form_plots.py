@@ -100,7 +100,8 @@ def planes_figure(
     ``n_circles`` evenly spaced osculating circles (grey), every
     detected vertex (red ring) and cusp (square), every candidate form (grey star) and the forms
     ``highlight`` (indices into ``search.forms``: gold stars numbered ``index + 1``, with the
-    osculating circles of their members). Stages are named ``prefix`` 1, 2, …"""
+    osculating circles of their members). The axes frame the trajectory and the highlighted
+    forms (other candidates may fall outside). Stages are named ``prefix`` 1, 2, …"""
     planes = search.planes
     fig, axes = plt.subplots(1, len(planes), figsize=(4.2 * len(planes), 4.0), squeeze=False)
     steps = search.steps
@@ -119,14 +120,15 @@ def planes_figure(
             labels=(f"PC{i + 1}", f"PC{j + 1}"),
             n_circles=n_circles,
             vertex_circles=False,
-            clip=1.0,
+            clip=0.5,
         )
         p = sm.position
         ax.add_collection(
             LineCollection(np.stack([p[:-1], p[1:]], axis=1), colors=rgba[:-1], linewidths=3.0, zorder=0)
         )
         _mark_forms(ax, search, (i, j), highlight)
-        _frame(ax, p, np.array([f.point_pc[[i, j]] for f in search.forms]).reshape(-1, 2))
+        shown = [search.forms[n].point_pc[[i, j]] for n in highlight]  # other candidates may fall outside
+        _frame(ax, p, np.array(shown).reshape(-1, 2))
     names = stage_names(stages, prefix)
     handles = [
         plt.Line2D([], [], color=STAGE_COLOURS[t], lw=3, alpha=a, label=f"{nm} ({t})")
