@@ -55,9 +55,8 @@ def draw_plane(
         *(vertices.position, vertices.centre, vertices.radius) if vertices is not None else ((), (), ())
     ):
         point = [np.interp(pos, np.arange(len(c)), c[:, j]) for j in range(2)]
-        ax.plot(
-            *point, "o", mfc="none", mec=VERTEX, ms=5, mew=0.8, alpha=0.8
-        )  # hollow: the curve shows through
+        # hollow, so the curve shows through
+        ax.plot(*point, "o", mfc="none", mec=VERTEX, ms=5, mew=0.8, alpha=0.8)
         if vertex_circles:
             ax.plot(*centre, "x", color=VERTEX, ms=6)
             ax.add_patch(Circle(centre, radius, fill=False, lw=1.0, color=VERTEX))
